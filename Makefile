@@ -1,0 +1,93 @@
+# pw_deliverability — PGXS build
+#
+#   make                 build the library and the install script
+#   make install         install into the PostgreSQL found by $(PG_CONFIG)
+#   make test            regress + TAP suites on throwaway clusters, against a
+#                        private copy of the PostgreSQL installation
+#                        (tmp_install/), so nothing system-wide is touched;
+#                        as root it re-runs itself as the postgres user
+#   make demo            the main job end to end on the embedded default
+
+EXTENSION = pw_deliverability
+EXTVERSION = 0.1
+MODULE_big = pw_deliverability
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from one fragment per concern.
+INSTALL_SQL = $(EXTENSION)--$(EXTVERSION).sql
+DATA_built = $(INSTALL_SQL)
+SQL_FRAGMENTS = $(sort $(wildcard src/sql/*.sql))
+
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
+
+PKG_CONFIG ?= pkg-config
+PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl)
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl)
+
+EXTRA_CLEAN = tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifeq ($(PGXS),)
+# A fresh machine without the build dependencies: install them (as root)
+# and start again.
+test demo all install:
+	bash .ci/deps
+	$(MAKE) -C $(CURDIR) $@
+else
+include $(PGXS)
+
+$(INSTALL_SQL): $(SQL_FRAGMENTS)
+	cat $^ > $@
+
+# ---------------------------------------------------------------------------
+# make check: a private installation tree and throwaway clusters
+# ---------------------------------------------------------------------------
+PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
+PG_PKGLIBDIR := $(shell $(PG_CONFIG) --pkglibdir)
+PG_SHAREDIR := $(shell $(PG_CONFIG) --sharedir)
+TMP_INSTALL = $(CURDIR)/tmp_install
+TMP_BINDIR = $(TMP_INSTALL)$(PG_BINDIR)
+PROVE_TESTS ?= test/t/*.pl
+
+.PHONY: test temp-install regress-check tap-check demo
+
+ifeq ($(shell id -u),0)
+# PostgreSQL refuses to run as root: hand the tree to postgres and re-run.
+test demo:
+	bash .ci/deps
+	chown -R postgres: $(CURDIR)
+	runuser -u postgres -- $(MAKE) -C $(CURDIR) $@ PROVE_TESTS='$(PROVE_TESTS)'
+else
+test: temp-install regress-check tap-check
+	@echo "pw_deliverability: all tests passed"
+
+demo: temp-install
+	PATH="$(TMP_BINDIR):$$PATH" PW_TMP_INSTALL=1 test/demo.sh
+endif
+
+# Copy the server's bin/lib/share trees (PostgreSQL locates its share and
+# lib directories relative to the postgres binary) and install into the copy.
+temp-install: all
+	rm -rf $(TMP_INSTALL)
+	mkdir -p $(TMP_INSTALL)$(dir $(PG_PKGLIBDIR)) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
+	cp -a $(dir $(PG_PKGLIBDIR)). $(TMP_INSTALL)$(dir $(PG_PKGLIBDIR))
+	cp -a $(PG_SHAREDIR) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
+	$(MAKE) install DESTDIR=$(TMP_INSTALL) >/dev/null
+
+regress-check:
+	$(pg_regress_installcheck) --bindir=$(TMP_BINDIR) --temp-instance=./tmp_check $(REGRESS_OPTS) $(REGRESS)
+
+tap-check:
+	rm -rf $(CURDIR)/test/tmp_check
+	mkdir -p $(CURDIR)/test/tmp_check
+	cd test && TESTDIR='$(CURDIR)/test' PATH="$(TMP_BINDIR):$$PATH" \
+	  PG_REGRESS='$(pgxsdir)/src/test/regress/pg_regress' \
+	  PW_SRCDIR='$(CURDIR)' \
+	  $(PROVE) -I $(pgxsdir)/src/test/perl -I $(CURDIR)/test/lib $(PROVE_FLAGS) \
+	  $(patsubst test/%,%,$(PROVE_TESTS))
+
+endif

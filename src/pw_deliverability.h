@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * pw_deliverability.h
+ *	  Shared declarations of the pw_deliverability extension.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PW_DELIVERABILITY_H
+#define PW_DELIVERABILITY_H
+
+#include "postgres.h"
+
+/* GUC prefix shared by every module */
+#define PW_GUC_PREFIX "pw_deliverability"
+
+/*
+ * The user's carriers relation and the columns the extension works on, as
+ * configured in pw.carriers_config and checked against the catalog.  Names
+ * are already quoted for use in SQL text.
+ */
+typedef struct PwCarriers
+{
+	Oid			relid;
+	char	   *relation;		/* schema-qualified, quoted */
+	char	   *id_col;
+	char	   *email_col;
+	char	   *result_col;
+	char	   *mx_col;
+} PwCarriers;
+
+/* carriers.c */
+extern void PwCarriersLoad(PwCarriers *carriers);
+extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
+								   const char *role, Oid wanted_type);
+extern void CarriersInit(void);
+
+#endif							/* PW_DELIVERABILITY_H */

@@ -1,0 +1,367 @@
+-- pw_deliverability 0.1 install script.
+-- Assembled by the Makefile from src/sql/*.sql, in name order.
+
+\echo Use "CREATE EXTENSION pw_deliverability" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Verification results and operator classes
+-- ---------------------------------------------------------------------------
+
+-- Every email_verify_result value the extension knows; dead ones are never
+-- selected by any profile.
+CREATE TABLE pw.verify_results (
+    result      text PRIMARY KEY
+                CONSTRAINT verify_results_result_format
+                CHECK (result ~ '^[a-z0-9_]+$'),
+    dead        boolean NOT NULL DEFAULT false,
+    description text NOT NULL
+);
+
+INSERT INTO pw.verify_results (result, dead, description) VALUES
+    ('smtp_valid',        false, 'an MX explicitly accepted this mailbox at RCPT TO'),
+    ('send_confirmed',    false, 'a real verification send was delivered and never bounced'),
+    ('catch_all_domain',  false, 'the domain accepts every recipient at SMTP time; may bounce later'),
+    ('mx_unreachable',    true,  'an MX exists but never answered the probe; hard-bounces on a real send'),
+    ('no_mx_records',     true,  'the domain has no mail exchanger'),
+    ('invalid_syntax',    true,  'the address is not syntactically valid'),
+    ('smtp_rejected_550', true,  'the MX rejected this mailbox with 550'),
+    ('hard_bounced',      true,  'a real send hard-bounced; suppressed forever');
+
+-- The classes operators fall in.  Operators not listed in pw.operators are
+-- in the default class.
+CREATE TABLE pw.operator_classes (
+    name        text PRIMARY KEY,
+    description text NOT NULL
+);
+
+INSERT INTO pw.operator_classes (name, description) VALUES
+    ('big',      'large filtering operators: held out during warmup, then ramped in'),
+    ('consumer', 'consumer mailbox operators behind custom domains: treated like big'),
+    ('default',  'everything else: the long tail of small and self-hosted systems');
+
+-- Operators (mx_provider labels) with a class other than default.
+CREATE TABLE pw.operators (
+    label    text PRIMARY KEY
+             CONSTRAINT operators_label_format
+             CHECK (label = lower(label) AND label <> '' AND label <> 'none'
+                    AND label <> '__null__'),
+    op_class text NOT NULL REFERENCES pw.operator_classes (name)
+             ON UPDATE CASCADE,
+    note     text
+);
+
+INSERT INTO pw.operators (label, op_class, note) VALUES
+    ('google',      'big', 'Google Workspace / Gmail'),
+    ('microsoft',   'big', 'Microsoft 365 / Exchange Online / Outlook.com'),
+    ('proofpoint',  'big', 'Proofpoint (on-demand and Essentials)'),
+    ('mimecast',    'big', 'Mimecast'),
+    ('barracuda',   'big', 'Barracuda Email Security Service'),
+    ('cisco',       'big', 'Cisco Secure Email (hosted IronPort)'),
+    ('broadcom',    'big', 'Broadcom/Symantec Email Security.cloud (MessageLabs)'),
+    ('mx:yahoodns.net',             'consumer', 'Yahoo Small Business / AOL custom domains'),
+    ('mx:icloud.com',               'consumer', 'Apple iCloud+ custom domains'),
+    ('mx:comcast.net',              'consumer', 'Comcast consumer mail'),
+    ('mx:charter.net',              'consumer', 'Spectrum/Charter consumer mail'),
+    ('mx:centurylink.net',          'consumer', 'CenturyLink consumer mail'),
+    ('mx:windstream.net',           'consumer', 'Windstream consumer mail'),
+    ('mx:tds.net',                  'consumer', 'TDS Telecom consumer mail'),
+    ('mx:earthlink-vadesecure.net', 'consumer', 'EarthLink (filtered by Vade Secure)');
+
+-- The class of an operator label (NULL label: NULL).
+CREATE FUNCTION pw.operator_class(label text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN label IS NULL THEN NULL
+            ELSE coalesce((SELECT o.op_class FROM pw.operators o
+                           WHERE o.label = operator_class.label), 'default')
+       END;
+
+-- ---------------------------------------------------------------------------
+-- MX host suffix rules: which MX hosts belong to which clean label
+-- ---------------------------------------------------------------------------
+
+-- A host matches a rule when it equals the suffix or ends with '.' || suffix;
+-- the longest matching suffix wins.
+CREATE TABLE pw.mx_suffix_rules (
+    suffix text PRIMARY KEY
+           CONSTRAINT mx_suffix_rules_suffix_format
+           CHECK (suffix = lower(suffix)
+                  AND suffix ~ '^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$'),
+    label  text NOT NULL
+           CONSTRAINT mx_suffix_rules_label_format
+           CHECK (label ~ '^[a-z0-9][a-z0-9_.-]*$' AND label <> 'none'),
+    note   text
+);
+
+INSERT INTO pw.mx_suffix_rules (suffix, label, note) VALUES
+    -- Google: aspmx.l.google.com, alt1.aspmx.l.google.com, smtp.google.com,
+    -- aspmx2.googlemail.com
+    ('google.com',                   'google',     'Workspace MX (aspmx.l.google.com, smtp.google.com)'),
+    ('googlemail.com',               'google',     'legacy Workspace MX (aspmx2.googlemail.com)'),
+    -- Microsoft: <tenant>.mail.protection.outlook.com (Exchange Online),
+    -- *.olc.protection.outlook.com (Outlook.com/Hotmail), GCC High, and the
+    -- DNSSEC-enabled <tenant>.<x>.mx.microsoft
+    ('mail.protection.outlook.com',  'microsoft',  'Exchange Online Protection'),
+    ('olc.protection.outlook.com',   'microsoft',  'Outlook.com / Hotmail'),
+    ('mail.eo.outlook.com',          'microsoft',  'legacy Exchange Online'),
+    ('hotmail.com',                  'microsoft',  'legacy Hotmail MX'),
+    ('protection.office365.us',      'microsoft',  'Microsoft 365 GCC High'),
+    ('mx.microsoft',                 'microsoft',  'Exchange Online with inbound DNSSEC'),
+    -- Proofpoint: mx0a-<id>.pphosted.com, Essentials mx1-us1.ppe-hosted.com
+    ('pphosted.com',                 'proofpoint', 'Proofpoint on Demand'),
+    ('ppe-hosted.com',               'proofpoint', 'Proofpoint Essentials'),
+    -- Mimecast: us-smtp-inbound-1.mimecast.com, eu-smtp-inbound-1.mimecast.com
+    ('mimecast.com',                 'mimecast',   'Mimecast inbound'),
+    ('mimecast.co.za',               'mimecast',   'Mimecast South Africa'),
+    ('mimecast-offshore.com',        'mimecast',   'Mimecast offshore grid'),
+    -- Cisco Secure Email Cloud: mx1.<customer>.iphmx.com
+    ('iphmx.com',                    'cisco',      'hosted IronPort'),
+    -- Barracuda ESS: d123456a.ess.barracudanetworks.com
+    ('barracudanetworks.com',        'barracuda',  'Barracuda Email Security Service'),
+    -- Broadcom/Symantec Email Security.cloud: cluster1.us.messagelabs.com
+    ('messagelabs.com',              'broadcom',   'Symantec Email Security.cloud'),
+    -- GoDaddy: mx1.secureserver.net, smtp.secureserver.net
+    ('secureserver.net',             'godaddy',    'GoDaddy Workspace email'),
+    -- Zoho: mx.zoho.com, mx2.zoho.eu, mx.zoho.in, mx.zoho.com.au
+    ('zoho.com',                     'zoho',       'Zoho Mail US'),
+    ('zoho.eu',                      'zoho',       'Zoho Mail EU'),
+    ('zoho.in',                      'zoho',       'Zoho Mail India'),
+    ('zoho.com.au',                  'zoho',       'Zoho Mail Australia'),
+    ('zohomail.com',                 'zoho',       'Zoho Mail'),
+    -- Rackspace: mx1.emailsrvr.com, mx2.emailsrvr.com
+    ('emailsrvr.com',                'rackspace',  'Rackspace Email');
+
+-- ---------------------------------------------------------------------------
+-- Blocked literal recipient domains and the suppression list
+-- ---------------------------------------------------------------------------
+
+-- Recipient domains never mailed, whatever their MX.
+CREATE TABLE pw.blocked_domains (
+    domain   text PRIMARY KEY
+             CONSTRAINT blocked_domains_domain_format
+             CHECK (domain = lower(domain) AND domain ~ '^[a-z0-9.-]+\.[a-z0-9-]+$'),
+    category text NOT NULL
+             CONSTRAINT blocked_domains_category_known
+             CHECK (category IN ('yahoo_aol', 'apple', 'dead_isp', 'other')),
+    note     text
+);
+
+INSERT INTO pw.blocked_domains (domain, category) VALUES
+    ('yahoo.com', 'yahoo_aol'), ('ymail.com', 'yahoo_aol'), ('rocketmail.com', 'yahoo_aol'),
+    ('yahoo.co.uk', 'yahoo_aol'), ('yahoo.ca', 'yahoo_aol'), ('aol.com', 'yahoo_aol'),
+    ('aim.com', 'yahoo_aol'), ('verizon.net', 'yahoo_aol'), ('att.net', 'yahoo_aol'),
+    ('sbcglobal.net', 'yahoo_aol'), ('bellsouth.net', 'yahoo_aol'), ('pacbell.net', 'yahoo_aol'),
+    ('swbell.net', 'yahoo_aol'), ('flash.net', 'yahoo_aol'), ('prodigy.net', 'yahoo_aol'),
+    ('ameritech.net', 'yahoo_aol'), ('nvbell.net', 'yahoo_aol'), ('snet.net', 'yahoo_aol'),
+    ('frontier.com', 'yahoo_aol'), ('frontiernet.net', 'yahoo_aol'),
+    ('icloud.com', 'apple'), ('me.com', 'apple'), ('mac.com', 'apple'),
+    ('centurylink.net', 'dead_isp'), ('centurytel.net', 'dead_isp'), ('embarqmail.com', 'dead_isp'),
+    ('q.com', 'dead_isp'), ('qwest.net', 'dead_isp'), ('windstream.net', 'dead_isp'),
+    ('tds.net', 'dead_isp'), ('earthlink.net', 'dead_isp'), ('mindspring.com', 'dead_isp'),
+    ('juno.com', 'dead_isp'), ('netzero.net', 'dead_isp'), ('netzero.com', 'dead_isp'),
+    ('charter.net', 'dead_isp'), ('comcast.net', 'dead_isp'), ('cox.net', 'dead_isp'),
+    ('roadrunner.com', 'dead_isp'), ('rr.com', 'dead_isp'), ('excite.com', 'dead_isp'),
+    ('peoplepc.com', 'dead_isp'), ('wildblue.net', 'dead_isp'), ('hughes.net', 'dead_isp');
+
+-- Addresses never mailed again by any profile.  Emails are stored
+-- normalised (trimmed, lower case), so comparisons are case-insensitive.
+CREATE TABLE pw.suppressions (
+    email      text PRIMARY KEY
+               CONSTRAINT suppressions_email_format
+               CHECK (email = lower(btrim(email)) AND email LIKE '%_@_%'),
+    reason     text NOT NULL
+               CONSTRAINT suppressions_reason_nonempty CHECK (reason <> ''),
+    source     text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Normalises an address the way the suppression list stores it.
+CREATE FUNCTION pw.normalize_email(email text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN lower(btrim(email));
+
+-- The domain part of an address, normalised.
+CREATE FUNCTION pw.email_domain(email text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN nullif(rtrim(lower(btrim(split_part(email, '@', -1))), '.'), '');
+
+CREATE FUNCTION pw.suppressions_normalize() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS
+$$
+BEGIN
+    NEW.email := pw.normalize_email(NEW.email);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER suppressions_normalize
+    BEFORE INSERT OR UPDATE OF email ON pw.suppressions
+    FOR EACH ROW EXECUTE FUNCTION pw.suppressions_normalize();
+
+-- ---------------------------------------------------------------------------
+-- The carriers contract: which relation and columns the extension works on
+-- ---------------------------------------------------------------------------
+
+-- Exactly one row.  The relation is kept as text (not regclass) so that the
+-- configuration can name a table created later and survives dump/restore.
+CREATE TABLE pw.carriers_config (
+    singleton     boolean PRIMARY KEY DEFAULT true
+                  CONSTRAINT carriers_config_single_row CHECK (singleton),
+    relation      text NOT NULL DEFAULT 'public.fmcsa_carriers',
+    id_column     name NOT NULL DEFAULT 'id',
+    email_column  name NOT NULL DEFAULT 'email',
+    result_column name NOT NULL DEFAULT 'email_verify_result',
+    mx_column     name NOT NULL DEFAULT 'mx_provider'
+);
+
+INSERT INTO pw.carriers_config DEFAULT VALUES;
+
+-- ---------------------------------------------------------------------------
+-- Send profiles and the warmup ramp
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE pw.profiles (
+    name              text PRIMARY KEY
+                      CONSTRAINT profiles_name_format CHECK (name ~ '^[A-Za-z0-9_.-]+$'),
+    warmup_start      date NOT NULL DEFAULT current_date,
+    exclude_until_day integer NOT NULL DEFAULT 30
+                      CONSTRAINT profiles_exclude_until_day_nonnegative CHECK (exclude_until_day >= 0),
+    skip_big_mx       boolean NOT NULL DEFAULT true,
+    include_catch_all boolean NOT NULL DEFAULT false,
+    per_op_run_cap    integer NOT NULL DEFAULT 60
+                      CONSTRAINT profiles_per_op_run_cap_nonnegative CHECK (per_op_run_cap >= 0),
+    null_run_cap      integer NOT NULL DEFAULT 40
+                      CONSTRAINT profiles_null_run_cap_nonnegative CHECK (null_run_cap >= 0),
+    default_daily_cap integer NOT NULL DEFAULT 100
+                      CONSTRAINT profiles_default_daily_cap_nonnegative CHECK (default_daily_cap >= 0),
+    sent_column       name NOT NULL DEFAULT 'listmonk_sent_at',
+    sendable_results  text[] NOT NULL DEFAULT '{smtp_valid,send_confirmed}'
+                      CONSTRAINT profiles_sendable_results_nonempty
+                      CHECK (cardinality(sendable_results) > 0
+                             AND array_position(sendable_results, NULL) IS NULL),
+    note              text
+);
+
+-- Refuses sendable results that are unknown or dead.
+CREATE FUNCTION pw.profiles_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS
+$$
+DECLARE
+    bad text;
+BEGIN
+    SELECT r INTO bad
+      FROM unnest(NEW.sendable_results) AS r
+     WHERE NOT EXISTS (SELECT 1 FROM pw.verify_results v WHERE v.result = r)
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown verification result "%" in sendable_results of profile "%"', bad, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Known results are listed in pw.verify_results.';
+    END IF;
+    SELECT r INTO bad
+      FROM unnest(NEW.sendable_results) AS r
+      JOIN pw.verify_results v ON v.result = r
+     WHERE v.dead
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'verification result "%" is dead and cannot be sendable (profile "%")', bad, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Dead results (pw.verify_results.dead) are never mailed.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER profiles_check
+    BEFORE INSERT OR UPDATE ON pw.profiles
+    FOR EACH ROW EXECUTE FUNCTION pw.profiles_check();
+
+INSERT INTO pw.profiles (name, warmup_start, note) VALUES
+    ('default', current_date,
+     'PW trucking campaigns: smtp_valid + send_confirmed, big/consumer held out until day 30');
+
+-- Daily cap per operator class from a warmup day on (the row with the
+-- greatest from_day <= the current warmup day applies).  A default-class
+-- operator with no applicable row gets the profile's default_daily_cap; a
+-- big or consumer operator with none gets 0.
+CREATE TABLE pw.warmup_ramp (
+    profile   text NOT NULL REFERENCES pw.profiles (name)
+              ON UPDATE CASCADE ON DELETE CASCADE,
+    op_class  text NOT NULL REFERENCES pw.operator_classes (name)
+              ON UPDATE CASCADE,
+    from_day  integer NOT NULL
+              CONSTRAINT warmup_ramp_from_day_positive CHECK (from_day >= 1),
+    daily_cap integer NOT NULL
+              CONSTRAINT warmup_ramp_daily_cap_nonnegative CHECK (daily_cap >= 0),
+    PRIMARY KEY (profile, op_class, from_day)
+);
+
+-- Per-operator overrides of the class ramp; they win over the class ramp
+-- from their first from_day on.
+CREATE TABLE pw.operator_ramp (
+    profile   text NOT NULL REFERENCES pw.profiles (name)
+              ON UPDATE CASCADE ON DELETE CASCADE,
+    operator  text NOT NULL
+              CONSTRAINT operator_ramp_operator_format
+              CHECK (operator = lower(operator) AND operator <> '' AND operator <> 'none'),
+    from_day  integer NOT NULL
+              CONSTRAINT operator_ramp_from_day_positive CHECK (from_day >= 1),
+    daily_cap integer NOT NULL
+              CONSTRAINT operator_ramp_daily_cap_nonnegative CHECK (daily_cap >= 0),
+    PRIMARY KEY (profile, operator, from_day)
+);
+
+INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
+    ('default', 'default',   1,  40),
+    ('default', 'default',   8,  60),
+    ('default', 'default',  15,  80),
+    ('default', 'default',  31, 120),
+    ('default', 'big',      31,  10),
+    ('default', 'big',      38,  25),
+    ('default', 'big',      45,  50),
+    ('default', 'big',      52, 100),
+    ('default', 'big',      60, 200),
+    ('default', 'consumer', 31,   5),
+    ('default', 'consumer', 38,  15),
+    ('default', 'consumer', 45,  30),
+    ('default', 'consumer', 52,  60),
+    ('default', 'consumer', 60, 120);
+
+-- The daily cap of one operator (label) under a profile on a warmup day.
+CREATE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(
+        (SELECT r.daily_cap FROM pw.operator_ramp r
+          WHERE r.profile = daily_cap.profile AND r.operator = daily_cap.label
+            AND r.from_day <= daily_cap.warmup_day
+          ORDER BY r.from_day DESC LIMIT 1),
+        (SELECT r.daily_cap FROM pw.warmup_ramp r
+          WHERE r.profile = daily_cap.profile
+            AND r.op_class = pw.operator_class(daily_cap.label)
+            AND r.from_day <= daily_cap.warmup_day
+          ORDER BY r.from_day DESC LIMIT 1),
+        CASE WHEN pw.operator_class(daily_cap.label) = 'default'
+             THEN (SELECT p.default_daily_cap FROM pw.profiles p
+                    WHERE p.name = daily_cap.profile)
+             ELSE 0 END);
+END;
+
+-- The warmup day of a profile today (its warmup_start is day 1).
+CREATE FUNCTION pw.warmup_day(profile text DEFAULT 'default') RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT (current_date - p.warmup_start) + 1 FROM pw.profiles p WHERE p.name = warmup_day.profile;
+END;
+
+-- Configuration tables are dumped by pg_dump (rows the user adds or edits).
+SELECT pg_catalog.pg_extension_config_dump('pw.verify_results', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.operator_classes', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.operators', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.mx_suffix_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.blocked_domains', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.suppressions', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.carriers_config', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.warmup_ramp', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.operator_ramp', '');

@@ -1,0 +1,64 @@
+# Installing into a cluster, with and without preloading, and the generator
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PwTest;
+
+# An existing cluster without preloading: CREATE EXTENSION still works.
+my $plain = pw_node('plain', preload => '');
+$plain->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+is($plain->safe_psql('postgres', "SELECT count(*) FROM pw.profiles WHERE name = 'default'"),
+	'1', 'default profile exists without preloading');
+$plain->safe_psql('postgres', 'DROP EXTENSION pw_deliverability');
+is($plain->safe_psql('postgres',
+		"SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pw'"),
+	'0', 'DROP EXTENSION leaves no relation in pw');
+$plain->stop;
+
+my $node = pw_node('main');
+$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+pw_load_generator($node);
+
+# Deterministic for a seed
+$node->safe_psql('postgres', 'SELECT pw_generate_carriers(20000, seed => 7)');
+my $digest = "SELECT md5(string_agg(concat_ws('|', id, email, email_verify_result, mx_provider,
+    listmonk_sent_at IS NULL), ',' ORDER BY id)) FROM fmcsa_carriers";
+my $first = $node->safe_psql('postgres', $digest);
+$node->safe_psql('postgres', 'TRUNCATE fmcsa_carriers, pw_sample_domains');
+$node->safe_psql('postgres', 'SELECT pw_generate_carriers(20000, seed => 7)');
+is($node->safe_psql('postgres', $digest), $first, 'same seed gives the same carriers');
+$node->safe_psql('postgres', 'TRUNCATE fmcsa_carriers, pw_sample_domains');
+$node->safe_psql('postgres', 'SELECT pw_generate_carriers(20000, seed => 8)');
+isnt($node->safe_psql('postgres', $digest), $first, 'another seed gives other carriers');
+
+# Modelled on the seeds' live numbers
+my $row = $node->safe_psql('postgres', q{
+    SELECT round(100.0 * count(*) FILTER (WHERE email_verify_result = 'catch_all_domain') / count(*)),
+           round(100.0 * count(*) FILTER (WHERE email_verify_result = 'mx_unreachable') / count(*)),
+           round(100.0 * count(*) FILTER (WHERE mx_provider IS NULL) / count(*)),
+           round(100.0 * count(*) FILTER (WHERE mx_provider = 'mx:yahoodns.net') / count(*)),
+           round(100.0 * count(*) FILTER (WHERE listmonk_sent_at IS NOT NULL) / count(*)),
+           count(DISTINCT mx_provider) FILTER (WHERE mx_provider LIKE 'mx:host%'),
+           count(*) FILTER (WHERE email_verify_result = 'smtp_valid') * 100 < count(*)
+    FROM fmcsa_carriers});
+my ($ca, $unr, $null, $yahoo, $sent, $tail, $valid_small) = split /\|/, $row;
+ok(abs($ca - 69) <= 2, "catch_all ~69% ($ca%)");
+ok(abs($unr - 28) <= 2, "mx_unreachable ~28% ($unr%)");
+ok(abs($null - 21) <= 3, "untagged ~21% ($null%)");
+ok(abs($yahoo - 18) <= 3, "mx:yahoodns.net ~18% ($yahoo%)");
+ok(abs($sent - 50) <= 2, "about half sent ($sent%)");
+ok($tail > 500, "a long tail of self-hosted operators ($tail)");
+is($valid_small, 't', 'smtp_valid under 1%');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fmcsa_carriers c
+    WHERE c.mx_provider IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pw_sample_domains d
+      WHERE d.domain = pw.email_domain(c.email) AND d.true_label = c.mx_provider)}),
+	'0', 'tagged carriers carry their domain\'s true operator');
+
+# The contract is satisfied by the generated table
+like($node->safe_psql('postgres', "SELECT * FROM pw.carriers_check('verify_sent_at')"),
+	qr/^fmcsa_carriers\|/, 'generated table satisfies the carriers contract');
+
+$node->stop;
+done_testing();
