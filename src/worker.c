@@ -92,7 +92,9 @@ WorkerInit(void)
 	DefineCustomStringVariable(PW_GUC_PREFIX ".database",
 							   "Database the background MX tagger serves.",
 							   NULL, &pw_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_INTERNAL,
+							   0, NULL, NULL, NULL);
 	DefineCustomBoolVariable(PW_GUC_PREFIX ".worker_enabled",
 							 "Whether the background MX tagger tags (off: it idles).",
 							 NULL, &pw_worker_enabled, true,
