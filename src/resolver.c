@@ -196,7 +196,13 @@ PwResolverCreate(MemoryContext parent)
 
 	memset(&opts, 0, sizeof(opts));
 	mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-		ARES_OPT_SOCK_RCVBUF;
+		ARES_OPT_SOCK_RCVBUF | ARES_OPT_FLAGS;
+
+	/*
+	 * SERVFAIL and REFUSED come back to us as such (the tagger retries them
+	 * later with backoff) instead of being retried at once by c-ares.
+	 */
+	opts.flags = ARES_FLAG_NOCHECKRESP;
 	opts.sock_state_cb = SockStateCb;
 	opts.sock_state_cb_data = res;
 	opts.timeout = pw_dns_timeout_ms;
