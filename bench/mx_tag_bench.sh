@@ -100,6 +100,10 @@ echo "== NSD on 127.0.0.1:$PORT"
 start_nsd "$PORT" main
 
 # --- the ceiling: dnsperf over the same names ------------------------------
+if [ -n "${PW_ONLY:-}" ]; then
+	echo "== PW_ONLY set: dnsperf and adnshost skipped"
+	DNSPERF_QPS=1
+else
 echo "== dnsperf (one pass over $N MX queries, 500 outstanding)"
 dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries" -n 1 -q 500 -T 1 -c 1 > "$WORK/dnsperf.out" 2>&1
 grep -E "Queries (sent|completed|lost)|Queries per second|Response codes" "$WORK/dnsperf.out" | sed 's/^/   /'
@@ -107,18 +111,35 @@ DNSPERF_QPS=$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.out")
 
 # --- the peer: adnshost --asynch (port 53 only) -----------------------------
 ADNS_RATE=""
-if ss -lun | awk '{print $4}' | grep -qE '^127\.0\.0\.1:53$|^0\.0\.0\.0:53$|^\*:53$'; then
+ADNS_BEST=""
+if [ -n "${PW_ONLY:-}" ]; then :
+elif ss -lun | awk '{print $4}' | grep -qE '^127\.0\.0\.1:53$|^0\.0\.0\.0:53$|^\*:53$'; then
 	echo "== adnshost: 127.0.0.1:53 is taken, skipped"
 else
 	start_nsd 53 adns
+	# adnshost has no cap on queries in flight: fed everything at once, the
+	# answers overflow its socket buffer and it waits for 2 s retransmits.
+	# Measured both as one invocation over all names and, as its best case,
+	# sequential invocations of 200 names each.
 	echo "== adnshost --asynch -tmx- over $N names (NSD on 127.0.0.1:53)"
 	t0=$(date +%s.%N)
 	adnshost --config 'nameserver 127.0.0.1' --asynch -tmx- -f < "$WORK/names" > "$WORK/adns.out" 2> "$WORK/adns.err" || true
 	t1=$(date +%s.%N)
-	answered=$(awk '$3 == "ok" || / ok / {c++} END {print c+0}' "$WORK/adns.out")
+	answered=$(grep -c '^[0-9]* [0-9]* ok ' "$WORK/adns.out" || true)
 	ADNS_RATE=$(python3 -c "print('%.0f' % ($N / ($t1 - $t0)))")
-	echo "   $N names in $(python3 -c "print('%.2f' % ($t1 - $t0))") s (answered ok: $answered): $ADNS_RATE names/s"
+	echo "   one invocation:       $N names in $(python3 -c "print('%.2f' % ($t1 - $t0))") s (ok: $answered): $ADNS_RATE names/s"
+	mkdir -p "$WORK/chunks" && split -l 200 "$WORK/names" "$WORK/chunks/n_"
+	t0=$(date +%s.%N)
+	for f in "$WORK"/chunks/n_*; do
+		adnshost --config 'nameserver 127.0.0.1' --asynch -tmx- -f < "$f" || true
+	done > "$WORK/adns2.out" 2>/dev/null
+	t1=$(date +%s.%N)
+	answered=$(grep -c '^[0-9]* [0-9]* ok ' "$WORK/adns2.out" || true)
+	ADNS_BEST=$(python3 -c "print('%.0f' % ($N / ($t1 - $t0)))")
+	echo "   200 names at a time:  $N names in $(python3 -c "print('%.2f' % ($t1 - $t0))") s (ok: $answered): $ADNS_BEST names/s"
 	kill "$(cat "$WORK/nsd_adns.pid")" 2>/dev/null || true
+fi
+
 fi
 
 # --- pw.mx_tag() end to end -------------------------------------------------
@@ -150,14 +171,14 @@ PSQL=(runuser -u postgres -- "$PGBIN/psql" -h "$PGDIR" -p "$PGPORT" -d postgres 
 CREATE EXTENSION pw_deliverability;
 CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text, mx_provider text);
 INSERT INTO fmcsa_carriers
-SELECT i, 'dot' || i || '@d' || (1 + (i * 7919) % $N) || '.$ZONE', 'catch_all_domain', NULL
+SELECT i, 'dot' || i || '@d' || (1 + (i::bigint * 7919) % $N) || '.$ZONE', 'catch_all_domain', NULL
   FROM generate_series(1, $N * 3 / 2) i;
 SELECT pw.create_tagging_index();
 VACUUM ANALYZE fmcsa_carriers;
 SQL
 echo "== pw.mx_tag($N) end to end ($((N * 3 / 2)) carriers on $N domains, concurrency ${PW_CONCURRENCY:-400}, batches of ${PW_BATCH:-20000})"
 t0=$(date +%s.%N)
-ROW=$("${PSQL[@]}" -At -c "SELECT looked_up, tagged, \"none\", failed, carriers_updated, round(seconds::numeric, 2) FROM pw.mx_tag($N)")
+ROW=$("${PSQL[@]}" -At -c "${PW_PRE_SQL:-} SET client_min_messages = ${PW_LOG_LEVEL:-notice}; SELECT looked_up, tagged, \"none\", failed, carriers_updated, round(seconds::numeric, 2) FROM pw.mx_tag($N)")
 t1=$(date +%s.%N)
 IFS='|' read -r LOOKED TAGGED NONE FAILED CARRIERS SECS <<< "$ROW"
 WALL=$(python3 -c "print('%.2f' % ($t1 - $t0))")
@@ -169,12 +190,13 @@ PW_RATE=$(python3 -c "print('%.0f' % ($LOOKED / $WALL))")
 echo
 echo "== summary"
 printf '   dnsperf ceiling          %10s queries/s\n' "$DNSPERF_QPS"
-printf '   adnshost --asynch        %10s names/s\n' "${ADNS_RATE:-n/a}"
+printf '   adnshost --asynch        %10s names/s (one invocation), %s names/s (200 at a time)\n' "${ADNS_RATE:-n/a}" "${ADNS_BEST:-n/a}"
 printf '   pw.mx_tag() end to end   %10s domains/s\n' "$PW_RATE"
-python3 - "$PW_RATE" "$DNSPERF_QPS" "${ADNS_RATE:-0}" <<'PY'
+python3 - "$PW_RATE" "$DNSPERF_QPS" "${ADNS_RATE:-0}" "${ADNS_BEST:-0}" <<'PY'
 import sys
-pw, ceil, adns = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+pw, ceil, adns, best = (float(a) for a in sys.argv[1:5])
 print("   pw.mx_tag / dnsperf      %9.1f %%   (target >= 40 %%)" % (100 * pw / ceil))
 if adns > 0:
-    print("   pw.mx_tag / adnshost     %9.2f x   (target >= 3 x)" % (pw / adns))
+    print("   pw.mx_tag / adnshost     %9.2f x   (one invocation; target >= 3 x)" % (pw / adns))
+    print("   pw.mx_tag / adnshost     %9.2f x   (200 at a time)" % (pw / best))
 PY
