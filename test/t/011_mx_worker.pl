@@ -49,6 +49,15 @@ like($pid1, qr/^\d+$/, 'pw.tagger_pid() knows the worker');
 is($node->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pw_deliverability mx tagger'}),
 	$pid1, 'and it is the process in pg_stat_activity');
 
+# no carriers table yet: the batch fails, is logged, and the worker lives on
+my $logpos = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT pw.wake_tagger()');
+ok($node->wait_for_log(qr/carriers relation "public.fmcsa_carriers" does not exist/, $logpos),
+	'a failing batch is logged');
+ok(wait_for(q{SELECT query LIKE '%last batch failed%' FROM pg_stat_activity WHERE backend_type = 'pw_deliverability mx tagger'}, 't'),
+	'and shown in pg_stat_activity');
+is($node->safe_psql('postgres', 'SELECT pw.tagger_pid()'), $pid1, 'without restarting the worker');
+
 $node->safe_psql('postgres', qq{
     CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text, mx_provider text);
     INSERT INTO fmcsa_carriers SELECT i, 'c' || i || '\@w' || (1 + i % $ndom) || '.example', 'smtp_valid'
