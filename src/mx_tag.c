@@ -174,9 +174,9 @@ static void
 OnMx(ChunkState *cs, DomainJob *job, unsigned char *abuf, int alen)
 {
 	struct ares_mx_reply *mx = NULL;
-	struct ares_mx_reply *sorted[64];
-	const char *hosts[64];
-	size_t		lens[64];
+	struct ares_mx_reply **sorted;
+	const char **hosts;
+	size_t	   *lens;
 	int			n = 0;
 	int			rc = ares_parse_mx_reply(abuf, alen, &mx);
 	char		label[PW_NAME_BUF];
@@ -192,14 +192,20 @@ OnMx(ChunkState *cs, DomainJob *job, unsigned char *abuf, int alen)
 		Finish(cs, job, OUT_FAILED, NULL, PwDnsStatusText(rc));
 		return;
 	}
-	for (struct ares_mx_reply *m = mx; m != NULL && n < (int) lengthof(sorted); m = m->next)
-		sorted[n++] = m;
+	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
+		n++;
 	if (n == 0)
 	{
 		ares_free_data(mx);
 		Advance(cs, job, STEP_A);
 		return;
 	}
+	sorted = MemoryContextAlloc(cs->cxt, sizeof(*sorted) * n);
+	hosts = MemoryContextAlloc(cs->cxt, sizeof(*hosts) * n);
+	lens = MemoryContextAlloc(cs->cxt, sizeof(*lens) * n);
+	n = 0;
+	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
+		sorted[n++] = m;
 	qsort(sorted, n, sizeof(sorted[0]), MxCmp);
 	{
 		MemoryContext old = MemoryContextSwitchTo(cs->cxt);
@@ -682,7 +688,7 @@ pw_resolve_mx(PG_FUNCTION_ARGS)
 	PwDomainStatus st;
 	PwResolver *res;
 	ResolveOne	r = {0};
-	struct ares_mx_reply *sorted[64];
+	struct ares_mx_reply **sorted;
 	int			n = 0;
 
 	st = PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), qname);
@@ -707,7 +713,11 @@ pw_resolve_mx(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("MX lookup of \"%s\" failed: %s", qname, PwDnsStatusText(r.status)),
 				 errhint("Check " PW_GUC_PREFIX ".dns_servers and the servers' health.")));
-	for (struct ares_mx_reply *m = r.mx; m != NULL && n < (int) lengthof(sorted); m = m->next)
+	for (struct ares_mx_reply *m = r.mx; m != NULL; m = m->next)
+		n++;
+	sorted = palloc(sizeof(*sorted) * Max(n, 1));
+	n = 0;
+	for (struct ares_mx_reply *m = r.mx; m != NULL; m = m->next)
 		sorted[n++] = m;
 	qsort(sorted, n, sizeof(sorted[0]), MxCmp);
 	for (int i = 0; i < n; i++)
