@@ -90,8 +90,8 @@ WorkerInit(void)
 	BackgroundWorker worker;
 
 	DefineCustomStringVariable(PW_GUC_PREFIX ".database",
-							   "Database the background MX tagger serves.",
-							   NULL, &pw_database, "postgres",
+							   "Database the background MX tagger serves; empty: no tagger.",
+							   NULL, &pw_database, "",
 							   process_shared_preload_libraries_in_progress ?
 							   PGC_POSTMASTER : PGC_INTERNAL,
 							   0, NULL, NULL, NULL);
@@ -111,10 +111,19 @@ WorkerInit(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	/* the shared state exists anyway, so pw.wake_tagger() can say "none" */
+
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = TaggerShmemRequest;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = TaggerShmemStartup;
+
+	/*
+	 * No database, no tagger: it would otherwise start resolving through the
+	 * system's resolver in any cluster that merely preloads the library.
+	 */
+	if (pw_database == NULL || pw_database[0] == '\0')
+		return;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

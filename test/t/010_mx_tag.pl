@@ -17,6 +17,11 @@ my $node = pw_node('mx', conf => "pw_deliverability.worker_enabled = off\n"
 	  . "pw_deliverability.dns_tries = 2\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
 
+# without pw_deliverability.database no tagger runs, whatever is preloaded
+is($node->safe_psql('postgres', q{SELECT pw.wake_tagger(), pw.tagger_pid() IS NULL,
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pw_deliverability mx tagger')}),
+	'f|t|0', 'no database configured: no background tagger');
+
 # resolve_mx: preference order, null MX, nothing, errors
 is($node->safe_psql('postgres', "SELECT string_agg(preference || ' ' || exchange, ',') FROM pw.resolve_mx('Multi.Example.')"),
 	'10 contoso-com.mail.protection.outlook.com,20 mx2.emailsrvr.com,30 aspmx.l.google.com',

@@ -15,6 +15,7 @@ my $ndom = 2000;
 my %bulk = map { ("w$_.example" => ($_ % 4 ? "mx$_.host" . ($_ % 7) . '.net' : 'mx1.emailsrvr.com')) } 1 .. $ndom + 300;
 my $dns = PwDns->start(records => {}, bulk => \%bulk);
 my $node = pw_node('worker', conf => "restart_after_crash = on\n"
+	  . "pw_deliverability.database = 'postgres'\n"
 	  . "pw_deliverability.dns_servers = '" . $dns->servers . "'\n"
 	  . "pw_deliverability.worker_naptime = 3600\n"
 	  . "pw_deliverability.worker_batch = 100\n"
