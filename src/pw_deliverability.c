@@ -22,5 +22,8 @@ void
 _PG_init(void)
 {
 	CarriersInit();
+	ResolverInit();
+	MxTagInit();
+	WorkerInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }
