@@ -34,4 +34,7 @@ extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 extern void CarriersInit(void);
 
+/* select.c */
+extern void SelectInit(void);
+
 #endif							/* PW_DELIVERABILITY_H */
