@@ -225,6 +225,8 @@ SelExec(SelState *st, const char *sql, int nargs, Oid *types, Datum *values,
 	if (rc != expected)
 		elog(ERROR, "pw selection: query failed (%s): %s",
 			 SPI_result_code_string(rc), sql);
+	/* SPI leaves its procedure context current: go back to ours */
+	MemoryContextSwitchTo(st->cxt);
 }
 
 /* Reads column "col" of SPI result row "row" as an int64 (0 when NULL). */
@@ -329,6 +331,7 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	st->pool_sql = buf.data;
 
 	PwCarriersLoad(&st->carriers);
+	MemoryContextSwitchTo(st->cxt);
 	st->sent_col = PwCarriersCheckColumn(&st->carriers, st->sent_col_raw,
 										 "sent", TIMESTAMPTZOID);
 }

@@ -45,7 +45,7 @@ END;
 -- candidates in id order (covering the email and MX columns, so the scan
 -- can be index-only), and an index over the sent column for today's counts.
 CREATE FUNCTION pw.selection_index_ddl(profile text DEFAULT 'default',
-                                       concurrently boolean DEFAULT false)
+                                       concurrent boolean DEFAULT false)
 RETURNS SETOF text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
 $$
@@ -55,7 +55,7 @@ DECLARE
     rel  text;
     pool text;
     def  text;
-    conc text := CASE WHEN concurrently THEN 'CONCURRENTLY ' ELSE '' END;
+    conc text := CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END;
 BEGIN
     SELECT * INTO p FROM pw.profiles WHERE name = profile;
     IF NOT FOUND THEN
