@@ -130,13 +130,23 @@ EOF
 done
 
 echo
-echo "== worst case: a quota larger than the day's allowances (the whole pool is read; C only, 5 runs)"
+echo "== worst cases (C only, median of 5 runs): the whole candidate pool is read"
+echo "   quota 1000000: every allowance of the day is taken"
 for p in default catchall; do
 	for d in 17 45; do
-		psql_q -At -F ' ' -c "SELECT '$p', $d, (SELECT count(*) FROM pw.select_sendable_carriers(1000000, '$p', $d)),
+		psql_q -At -F ' ' -c "SELECT '   $p day $d: selected ' || (SELECT count(*) FROM pw.select_sendable_carriers(1000000, '$p', $d)),
 		       pw_bench_median('SELECT count(*) FROM pw.select_sendable_carriers(1000000, ''$p'', $d)', 5) || ' ms'"
 	done
 done
+echo "   capped: the catchall pool with every operator at daily cap 0 and no untagged"
+echo "   bucket, so nothing qualifies (buckets are discovered and excluded batch by batch)"
+psql_q -At -F ' ' <<'EOF'
+INSERT INTO pw.profiles (name, warmup_start, include_catch_all, null_run_cap)
+VALUES ('capped', current_date, true, 0);
+INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES ('capped', 'default', 1, 0);
+SELECT '   capped day 17: selected ' || (SELECT count(*) FROM pw.select_sendable_carriers(2400, 'capped', 17)),
+       pw_bench_median('SELECT count(*) FROM pw.select_sendable_carriers(2400, ''capped'', 17)', 5) || ' ms';
+EOF
 
 echo
 echo "== plan of the C function's candidate scan (catchall, day 17, first batch)"
