@@ -429,15 +429,19 @@ static void
 SelLoadSentToday(SelState *st)
 {
 	StringInfoData sql;
+	char	   *type;
 
+	/* bounds of the column's own type: no conversion per index entry */
+	type = format_type_be(get_atttype(st->carriers.relid,
+									  get_attnum(st->carriers.relid, st->sent_col_raw)));
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT c.%s::text, count(*) FROM %s c"
-					 " WHERE c.%s >= current_date AND c.%s < current_date + 1"
+					 " WHERE c.%s >= current_date::%s AND c.%s < (current_date + 1)::%s"
 					 "   AND c.%s IS NOT NULL"
 					 " GROUP BY 1",
 					 st->carriers.mx_col, st->carriers.relation,
-					 st->sent_col, st->sent_col, st->carriers.mx_col);
+					 st->sent_col, type, st->sent_col, type, st->carriers.mx_col);
 	SelExec(st, sql.data, 0, NULL, NULL, SPI_OK_SELECT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -466,14 +470,21 @@ SelBlocked(SelState *st, const char *email)
 		start++;
 	while (end > start && end[-1] == ' ')
 		end--;
-	domain = str_tolower(start, end - start, DEFAULT_COLLATION_OID);
+	/* lower(): plain ASCII without capitals is its own lower case */
+	for (p = (char *) start; p < end; p++)
+		if (IS_HIGHBIT_SET(*p) || (*p >= 'A' && *p <= 'Z'))
+			break;
+	if (p == end)
+		domain = pnstrdup(start, end - start);
+	else
+		domain = str_tolower(start, end - start, DEFAULT_COLLATION_OID);
 	p = domain + strlen(domain);
 	while (p > domain && p[-1] == '.')
 		p--;
 	*p = '\0';
-	if (*domain == '\0')
-		return false;
-	(void) hash_search(st->blocked, &domain, HASH_FIND, &found);
+	found = false;
+	if (*domain != '\0')
+		(void) hash_search(st->blocked, &domain, HASH_FIND, &found);
 	pfree(domain);
 	return found;
 }
