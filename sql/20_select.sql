@@ -99,14 +99,17 @@ SELECT bucket, available, allowance, selected FROM pw.selection_composition(100,
 UPDATE public.sel_carriers SET listmonk_sent_at = NULL;
 
 -- Suppressed addresses (any case, any padding) and blocked domains are out
-SELECT carrier_id, email FROM pw.select_sendable_carriers(3, 't', 17);
-INSERT INTO pw.suppressions (email, reason) VALUES (' C1@D1.COM', 'opt-out');
+-- (blocked domains are literal: a subdomain is not blocked)
+SELECT carrier_id, email FROM pw.select_sendable_carriers(5, 't', 17);
+INSERT INTO pw.suppressions (email, reason) VALUES (' C14@D4.COM', 'opt-out');
 UPDATE public.sel_carriers SET email = 'Someone@Yahoo.COM ' WHERE id = 3;
-UPDATE public.sel_carriers SET email = 'x@Sub.Yahoo.com' WHERE id = 7;
-SELECT carrier_id, email FROM pw.select_sendable_carriers(3, 't', 17);
-SELECT available FROM pw.selection_composition(100, 't', 17) WHERE bucket = 'google';
+UPDATE public.sel_carriers SET email = 'x@Sub.Yahoo.com' WHERE id = 10;
+UPDATE public.sel_carriers SET email = 'y@icloud.com.' WHERE id = 13;
+SELECT carrier_id, email FROM pw.select_sendable_carriers(5, 't', 17);
+SELECT bucket, available FROM pw.selection_composition(100, 't', 17)
+ WHERE bucket IN ('godaddy', 'mx:host1.net') ORDER BY 1;
 DELETE FROM pw.suppressions;
-UPDATE public.sel_carriers SET email = 'c' || id || '@d' || (id % 5) || '.com' WHERE id IN (3, 7);
+UPDATE public.sel_carriers SET email = 'c' || id || '@d' || (id % 5) || '.com' WHERE id IN (3, 10, 13);
 
 -- include_catch_all adds catch_all_domain, never a dead result
 UPDATE pw.profiles SET include_catch_all = true WHERE name = 't';
