@@ -30,6 +30,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/formatting.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -227,6 +228,28 @@ SelExec(SelState *st, const char *sql, int nargs, Oid *types, Datum *values,
 			 SPI_result_code_string(rc), sql);
 	/* SPI leaves its procedure context current: go back to ours */
 	MemoryContextSwitchTo(st->cxt);
+}
+
+/*
+ * Runs a batch query of candidates.  Its scan must stay in id order and stop
+ * early, so the planner must not trade the ordered index scan for a sort of
+ * the whole pool when the buckets left out of the batch make it expect few
+ * rows: sorts are disabled for it, and so are parallel workers and JIT (the
+ * cost of a disabled sort would trigger them), for this query only.
+ */
+static void
+SelExecOrdered(SelState *st, const char *sql)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /* Reads column "col" of SPI result row "row" as an int64 (0 when NULL). */
@@ -652,7 +675,7 @@ SelRun(SelState *st, int64 quota, bool claim)
 		uint64		n;
 
 		CHECK_FOR_INTERRUPTS();
-		SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
+		SelExecOrdered(st, sql);
 		tt = SPI_tuptable;
 		n = SPI_processed;
 		pfree(sql);
