@@ -50,6 +50,9 @@ SELECT (SELECT count(*) FROM s WHERE pw.operator_class(mx_provider) IN ('big', '
 -- the quota stops the scan; candidates come in ascending id
 SELECT array_agg(carrier_id) FROM pw.select_sendable_carriers(4, 't', 17);
 SELECT count(*) FROM pw.select_sendable_carriers(0, 't', 17);
+-- the planner settings of the batch queries do not leak
+SELECT current_setting('enable_sort') AS enable_sort,
+       current_setting('max_parallel_workers_per_gather') AS workers;
 
 -- Day 31: big and consumer re-enter at their first ramp step; the ramp
 -- steps of every class, as the composition reports them

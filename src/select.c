@@ -230,28 +230,6 @@ SelExec(SelState *st, const char *sql, int nargs, Oid *types, Datum *values,
 	MemoryContextSwitchTo(st->cxt);
 }
 
-/*
- * Runs a batch query of candidates.  Its scan must stay in id order and stop
- * early, so the planner must not trade the ordered index scan for a sort of
- * the whole pool when the buckets left out of the batch make it expect few
- * rows: sorts are disabled for it, and so are parallel workers and JIT (the
- * cost of a disabled sort would trigger them), for this query only.
- */
-static void
-SelExecOrdered(SelState *st, const char *sql)
-{
-	int			nestlevel = NewGUCNestLevel();
-
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
-	AtEOXact_GUC(true, nestlevel);
-}
-
 /* Reads column "col" of SPI result row "row" as an int64 (0 when NULL). */
 static int64
 SelGetInt64(int row, int col)
@@ -531,43 +509,84 @@ SelAppendCandidateWhere(SelState *st, StringInfo sql)
 }
 
 /*
- * The query of one batch: candidates after "last_id" (when "after"), in
- * ascending id, without the buckets that have no allowance left.
+ * The batch query: candidates from id $2 on, in ascending id, at most $3,
+ * without the operator labels in $1 ('none' always among them) and without
+ * the untagged bucket unless $4.  Prepared once per call with a generic
+ * plan, so that neither re-planning per batch nor the length of $1 costs
+ * anything; the pool stays literal so that the profile's partial index
+ * matches.
+ *
+ * The scan must stay in id order and stop early, so the planner must not
+ * trade the ordered index scan for a sort of the pool: the plan is made with
+ * sorts disabled, and with parallel workers and JIT off (the cost of a
+ * disabled sort would trigger them), for this query only.
  */
-static char *
-SelBatchQuery(SelState *st, bool after, int64 last_id, int64 limit)
+static SPIPlanPtr
+SelPrepareBatch(SelState *st)
 {
 	PwCarriers *c = &st->carriers;
 	StringInfoData sql;
-	HASH_SEQ_STATUS seq;
-	SelBucket  *b;
+	Oid			types[4] = {TEXTARRAYOID, INT8OID, INT8OID, BOOLOID};
+	SPIPlanPtr	plan;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT c.%s::int8, c.%s::text, c.%s::text FROM %s c",
 					 c->id_col, c->email_col, c->mx_col, c->relation);
 	SelAppendCandidateWhere(st, &sql);
-	if (after)
-		appendStringInfo(&sql, " AND c.%s > " INT64_FORMAT, c->id_col, last_id);
+	appendStringInfo(&sql,
+					 " AND c.%s >= $2"
+					 " AND ((c.%s IS NULL AND $4) OR c.%s <> ALL ($1))"
+					 " ORDER BY c.%s LIMIT $3",
+					 c->id_col, c->mx_col, c->mx_col, c->id_col);
+	plan = SPI_prepare_cursor(sql.data, 4, types, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "pw selection: could not prepare (%s): %s",
+			 SPI_result_code_string(SPI_result), sql.data);
+	MemoryContextSwitchTo(st->cxt);
+	return plan;
+}
 
-	SelResolve(st, &st->null_bucket);
-	if (st->null_bucket.taken >= st->null_bucket.allowance)
-		appendStringInfo(&sql, " AND c.%s IS NOT NULL AND c.%s <> ALL (ARRAY['none'",
-						 c->mx_col, c->mx_col);
-	else
-		appendStringInfo(&sql, " AND (c.%s IS NULL OR c.%s <> ALL (ARRAY['none'",
-						 c->mx_col, c->mx_col);
+/* Runs the batch query: the plan is made at the first run, see above. */
+static void
+SelExecBatch(SelState *st, SPIPlanPtr plan, int64 from_id, int64 limit)
+{
+	HASH_SEQ_STATUS seq;
+	SelBucket  *b;
+	Datum	   *labels;
+	int			nlabels = 0;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			nestlevel;
+	int			rc;
+
+	labels = palloc(sizeof(Datum) * (hash_get_num_entries(st->buckets) + 1));
+	labels[nlabels++] = CStringGetTextDatum("none");
 	hash_seq_init(&seq, st->buckets);
 	while ((b = hash_seq_search(&seq)) != NULL)
 	{
 		SelResolve(st, b);
 		if (b->taken >= b->allowance)
-			appendStringInfo(&sql, ", %s", quote_literal_cstr(b->label));
+			labels[nlabels++] = CStringGetTextDatum(b->label);
 	}
-	appendStringInfoString(&sql, "]::text[])");
-	if (!(st->null_bucket.taken >= st->null_bucket.allowance))
-		appendStringInfoChar(&sql, ')');
-	appendStringInfo(&sql, " ORDER BY c.%s LIMIT " INT64_FORMAT, c->id_col, limit);
-	return sql.data;
+	SelResolve(st, &st->null_bucket);
+	values[0] = PointerGetDatum(construct_array(labels, nlabels, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	values[1] = Int64GetDatum(from_id);
+	values[2] = Int64GetDatum(limit);
+	values[3] = BoolGetDatum(st->null_bucket.taken < st->null_bucket.allowance);
+
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, nulls, st->read_only, 0);
+	AtEOXact_GUC(true, nestlevel);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pw selection: batch query failed (%s)", SPI_result_code_string(rc));
+	MemoryContextSwitchTo(st->cxt);
 }
 
 /* Appends a taken row. */
@@ -661,24 +680,23 @@ SelLockPending(SelState *st, int64 from)
 static void
 SelRun(SelState *st, int64 quota, bool claim)
 {
-	int64		last_id = 0;
-	bool		after = false;
+	int64		from_id = PG_INT64_MIN;
 	int64		limit = Min(Max(2 * quota, SEL_MIN_BATCH), SEL_MAX_BATCH);
 	int64		pending_from = 0;
 	MemoryContext rowcxt = AllocSetContextCreate(st->cxt, "pw selection row",
 												 ALLOCSET_SMALL_SIZES);
+	SPIPlanPtr	plan = SelPrepareBatch(st);
 
 	while (st->ntaken < quota)
 	{
-		char	   *sql = SelBatchQuery(st, after, last_id, limit);
 		SPITupleTable *tt;
 		uint64		n;
+		int64		last_id = PG_INT64_MAX;
 
 		CHECK_FOR_INTERRUPTS();
-		SelExecOrdered(st, sql);
+		SelExecBatch(st, plan, from_id, limit);
 		tt = SPI_tuptable;
 		n = SPI_processed;
-		pfree(sql);
 
 		for (uint64 i = 0; i < n && st->ntaken < quota; i++)
 		{
@@ -692,7 +710,6 @@ SelRun(SelState *st, int64 quota, bool claim)
 
 			id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 			last_id = id;
-			after = true;
 			MemoryContextReset(rowcxt);
 			oldcxt = MemoryContextSwitchTo(rowcxt);
 			d = SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull);
@@ -722,10 +739,12 @@ SelRun(SelState *st, int64 quota, bool claim)
 			pending_from = st->nrows;
 		}
 		SPI_freetuptable(tt);
-		if (n < (uint64) limit)
+		if (n < (uint64) limit || last_id == PG_INT64_MAX)
 			break;				/* the pool is exhausted */
+		from_id = last_id + 1;
 		limit = Min(limit * 2, SEL_MAX_BATCH);
 	}
+	SPI_freeplan(plan);
 	MemoryContextDelete(rowcxt);
 
 	if (claim && st->ntaken > 0)
