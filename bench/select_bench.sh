@@ -7,8 +7,8 @@
 #
 #   PW_BENCH_CARRIERS  carriers to generate (default 1600000)
 #   PW_BENCH_QUOTA     quota of a run (default 2400)
-#   PW_BENCH_RUNS      timed runs of the C function per case (default 21)
-#   PW_BENCH_REF_RUNS  timed runs of the reference per case (default 3)
+#   PW_BENCH_RUNS      timed runs of the C function per case (default 31)
+#   PW_BENCH_REF_RUNS  timed runs of the reference per case (default 5)
 #   PW_BENCH_KEEP=1    leave the cluster directory behind
 set -euo pipefail
 
@@ -29,8 +29,8 @@ export PATH="$BINDIR:$PATH"
 
 CARRIERS="${PW_BENCH_CARRIERS:-1600000}"
 QUOTA="${PW_BENCH_QUOTA:-2400}"
-RUNS="${PW_BENCH_RUNS:-21}"
-REF_RUNS="${PW_BENCH_REF_RUNS:-3}"
+RUNS="${PW_BENCH_RUNS:-31}"
+REF_RUNS="${PW_BENCH_REF_RUNS:-5}"
 WORK="$(mktemp -d /tmp/pw_select_bench.XXXXXX)"
 PGDATA="$WORK/data"
 PORT=$((20000 + RANDOM % 20000))
