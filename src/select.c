@@ -8,8 +8,8 @@
  *	  a candidate while its bucket (operator label, or the untagged bucket)
  *	  still has allowance, stopping at the quota.  Buckets with no allowance
  *	  left (held out by the warmup, capped for the day, exhausted in this
- *	  run) are written into the next batch's query so the scan no longer
- *	  returns their rows.  pw.selection_composition() is the dry run, one row
+ *	  run) are passed to the next batch so the scan no longer returns their
+ *	  rows.  pw.selection_composition() is the dry run, one row
  *	  per bucket.
  *
  *-------------------------------------------------------------------------
