@@ -239,6 +239,18 @@ SELECT array_agg(carrier_id) = (SELECT array_agg(carrier_id) FROM pw_reference_s
   FROM pw.select_sendable_carriers(400, 'g', 17);
 SELECT sum(selected) = 400, bool_and(selected <= allowance), bool_and(selected <= available)
   FROM pw.selection_composition(400, 'g', 17);
+-- a long suppression list (checked in SQL, a short one in memory)
+INSERT INTO pw.suppressions (email, reason)
+SELECT email, 'test' FROM public.fmcsa_carriers WHERE id % 3 = 0 ON CONFLICT DO NOTHING;
+SELECT count(*) > 5000 AS long_list FROM pw.suppressions;
+SELECT p, q, d,
+       (SELECT count(*) FROM pw.select_sendable_carriers(q, p, d)) = q AS at_quota,
+       NOT EXISTS (SELECT * FROM pw.select_sendable_carriers(q, p, d)
+                   EXCEPT ALL SELECT * FROM pw_reference_select(q, p, d))
+       AND NOT EXISTS (SELECT * FROM pw_reference_select(q, p, d)
+                       EXCEPT ALL SELECT * FROM pw.select_sendable_carriers(q, p, d)) AS same
+  FROM (VALUES ('g', 400, 17), ('g', 100000, 45), ('verify', 300, 31)) AS v(p, q, d)
+ ORDER BY p, d, q;
 -- with the partial indexes
 SELECT count(*) FROM pw.create_selection_indexes('g');
 SELECT NOT EXISTS (SELECT * FROM pw.select_sendable_carriers(2400, 'g', 45)

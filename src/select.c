@@ -47,6 +47,9 @@ PG_FUNCTION_INFO_V1(pw_selection_composition);
 #define SEL_MIN_BATCH 256
 #define SEL_MAX_BATCH 65536
 
+/* Suppression lists up to this size are checked in memory, larger in SQL */
+#define SEL_SUPPRESSIONS_IN_MEMORY 5000
+
 /* locktag_field4 of the claim lock: keeps it apart from SQL advisory locks */
 #define SEL_CLAIM_LOCK_SPACE 0x7077
 
@@ -94,6 +97,7 @@ typedef struct SelState
 	int32	   *class_caps;
 	HTAB	   *buckets;		/* char * label -> SelBucket */
 	HTAB	   *blocked;		/* char * domain -> itself */
+	HTAB	   *suppressed;		/* char * email -> itself, if in memory */
 	SelBucket	null_bucket;
 	SelRow	   *rows;
 	int64		nrows;			/* rows taken (dropped ones included) */
@@ -400,6 +404,22 @@ SelLoadCaps(SelState *st)
 		(void) hash_search(st->blocked, &domain, HASH_ENTER, NULL);
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/* a short suppression list is checked in memory, a long one in SQL */
+	SelExec(st, "SELECT s.email FROM pw.suppressions s LIMIT "
+			CppAsString2(SEL_SUPPRESSIONS_IN_MEMORY) " + 1",
+			0, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed <= SEL_SUPPRESSIONS_IN_MEMORY)
+	{
+		st->suppressed = SelCreateStringHash(st, "pw suppressions", sizeof(char *));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *email = SelGetText(i, 1);
+
+			(void) hash_search(st->suppressed, &email, HASH_ENTER, NULL);
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -453,6 +473,19 @@ SelLoadSentToday(SelState *st)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/*
+ * lower() of a string of "len" bytes, palloc'd: plain ASCII without capitals
+ * is its own lower case, anything else goes through the collation.
+ */
+static char *
+SelLower(const char *start, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (IS_HIGHBIT_SET(start[i]) || (start[i] >= 'A' && start[i] <= 'Z'))
+			return str_tolower(start, len, DEFAULT_COLLATION_OID);
+	return pnstrdup(start, len);
+}
+
 /* Whether an address's domain (as pw.email_domain() has it) is blocked. */
 static bool
 SelBlocked(SelState *st, const char *email)
@@ -462,7 +495,7 @@ SelBlocked(SelState *st, const char *email)
 	const char *end = start + strlen(start);
 	char	   *domain;
 	char	   *p;
-	bool		found;
+	bool		found = false;
 
 	if (hash_get_num_entries(st->blocked) == 0)
 		return false;
@@ -471,41 +504,56 @@ SelBlocked(SelState *st, const char *email)
 		start++;
 	while (end > start && end[-1] == ' ')
 		end--;
-	/* lower(): plain ASCII without capitals is its own lower case */
-	for (p = (char *) start; p < end; p++)
-		if (IS_HIGHBIT_SET(*p) || (*p >= 'A' && *p <= 'Z'))
-			break;
-	if (p == end)
-		domain = pnstrdup(start, end - start);
-	else
-		domain = str_tolower(start, end - start, DEFAULT_COLLATION_OID);
+	domain = SelLower(start, end - start);
 	p = domain + strlen(domain);
 	while (p > domain && p[-1] == '.')
 		p--;
 	*p = '\0';
-	found = false;
 	if (*domain != '\0')
 		(void) hash_search(st->blocked, &domain, HASH_FIND, &found);
 	pfree(domain);
 	return found;
 }
 
+/* Whether an address (as pw.normalize_email() has it) is suppressed. */
+static bool
+SelSuppressed(SelState *st, const char *email)
+{
+	const char *start = email;
+	const char *end = email + strlen(email);
+	char	   *normal;
+	bool		found = false;
+
+	if (hash_get_num_entries(st->suppressed) == 0)
+		return false;
+	while (*start == ' ')
+		start++;
+	while (end > start && end[-1] == ' ')
+		end--;
+	normal = SelLower(start, end - start);
+	(void) hash_search(st->suppressed, &normal, HASH_FIND, &found);
+	pfree(normal);
+	return found;
+}
+
 /*
  * The WHERE clause of the candidates: unsent, a result of the pool (the
- * shape of the partial index of pw.selection_index_ddl()), an address,
- * not suppressed.
+ * shape of the partial index of pw.selection_index_ddl()), an address, not
+ * suppressed (unless "in_memory" and the list is checked in memory).
  */
 static void
-SelAppendCandidateWhere(SelState *st, StringInfo sql)
+SelAppendCandidateWhere(SelState *st, StringInfo sql, bool in_memory)
 {
 	PwCarriers *c = &st->carriers;
 
 	appendStringInfo(sql,
-					 " WHERE c.%s IS NULL AND c.%s IN (%s) AND c.%s IS NOT NULL"
-					 "   AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
-					 "                    WHERE s.email = pw.normalize_email(c.%s))",
-					 st->sent_col, c->result_col, st->pool_sql, c->email_col,
-					 c->email_col);
+					 " WHERE c.%s IS NULL AND c.%s IN (%s) AND c.%s IS NOT NULL",
+					 st->sent_col, c->result_col, st->pool_sql, c->email_col);
+	if (!in_memory || st->suppressed == NULL)
+		appendStringInfo(sql,
+						 "   AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
+						 "                    WHERE s.email = pw.normalize_email(c.%s))",
+						 c->email_col);
 }
 
 /*
@@ -532,7 +580,7 @@ SelPrepareBatch(SelState *st)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT c.%s::int8, c.%s::text, c.%s::text FROM %s c",
 					 c->id_col, c->email_col, c->mx_col, c->relation);
-	SelAppendCandidateWhere(st, &sql);
+	SelAppendCandidateWhere(st, &sql, true);
 	appendStringInfo(&sql,
 					 " AND c.%s >= $2"
 					 " AND ((c.%s IS NULL AND $4) OR c.%s <> ALL ($1))"
@@ -724,7 +772,8 @@ SelRun(SelState *st, int64 quota, bool claim)
 			}
 			email = TextDatumGetCString(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
 			MemoryContextSwitchTo(oldcxt);
-			if (SelBlocked(st, email))
+			if (SelBlocked(st, email) ||
+				(st->suppressed && SelSuppressed(st, email)))
 				continue;
 			SelAddRow(st, id, email, b);
 			if (claim && st->ntaken == quota)
@@ -886,7 +935,7 @@ SelLoadAvailable(SelState *st)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT c.%s::text, count(*) FROM %s c",
 					 c->mx_col, c->relation);
-	SelAppendCandidateWhere(st, &sql);
+	SelAppendCandidateWhere(st, &sql, false);
 	appendStringInfo(&sql,
 					 "   AND c.%s IS DISTINCT FROM 'none'"
 					 "   AND NOT EXISTS (SELECT 1 FROM pw.blocked_domains b"
