@@ -43,6 +43,14 @@ PG_FUNCTION_INFO_V1(pw_selection_composition);
 /* Bucket name of untagged carriers */
 #define SEL_NULL_BUCKET "__null__"
 
+/*
+ * Exhausted buckets left out of a batch query at most: the filter compares
+ * each scanned row with every label in the list, so only the buckets most
+ * likely to come up are listed; rows of the others reach the loop and are
+ * skipped there.
+ */
+#define SEL_MAX_EXCLUDED 24
+
 /* Rows fetched by the first batch at least, and by any batch at most */
 #define SEL_MIN_BATCH 256
 #define SEL_MAX_BATCH 65536
@@ -65,6 +73,7 @@ typedef struct SelBucket
 	int64		allowance;		/* what this run may take */
 	int64		taken;			/* taken in this run */
 	int64		available;		/* composition: unsent candidates */
+	int64		seen;			/* rows of it the batch queries returned */
 } SelBucket;
 
 /* A taken candidate. */
@@ -557,71 +566,98 @@ SelAppendCandidateWhere(SelState *st, StringInfo sql, bool in_memory)
 }
 
 /*
- * The batch query: candidates from id $2 on, in ascending id, at most $3,
- * without the operator labels in $1 ('none' always among them) and without
- * the untagged bucket unless $4.  Prepared once per call with a generic
- * plan, so that neither re-planning per batch nor the length of $1 costs
- * anything; the pool stays literal so that the profile's partial index
- * matches.
- *
- * The scan must stay in id order and stop early, so the planner must not
- * trade the ordered index scan for a sort of the pool: the plan is made with
- * sorts disabled, and with parallel workers and JIT off (the cost of a
- * disabled sort would trigger them), for this query only.
+ * The batch query: candidates from id "from_id" on, in ascending id, at most
+ * "limit", without the labels in "excluded" (a literal, so that the filter
+ * is a hash lookup) and without the untagged bucket unless "with_null".  The
+ * pool stays literal so that the profile's partial index matches.
  */
-static SPIPlanPtr
-SelPrepareBatch(SelState *st)
+static char *
+SelBatchQuery(SelState *st, int64 from_id, int64 limit, const char *excluded,
+			  bool with_null)
 {
 	PwCarriers *c = &st->carriers;
 	StringInfoData sql;
-	Oid			types[4] = {TEXTARRAYOID, INT8OID, INT8OID, BOOLOID};
-	SPIPlanPtr	plan;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT c.%s::int8, c.%s::text, c.%s::text FROM %s c",
 					 c->id_col, c->email_col, c->mx_col, c->relation);
 	SelAppendCandidateWhere(st, &sql, true);
+	if (from_id > PG_INT64_MIN)
+		appendStringInfo(&sql, " AND c.%s >= " INT64_FORMAT, c->id_col, from_id);
 	appendStringInfo(&sql,
-					 " AND c.%s >= $2"
-					 " AND ((c.%s IS NULL AND $4) OR c.%s <> ALL ($1))"
-					 " ORDER BY c.%s LIMIT $3",
-					 c->id_col, c->mx_col, c->mx_col, c->id_col);
-	plan = SPI_prepare_cursor(sql.data, 4, types, CURSOR_OPT_GENERIC_PLAN);
-	if (plan == NULL)
-		elog(ERROR, "pw selection: could not prepare (%s): %s",
-			 SPI_result_code_string(SPI_result), sql.data);
-	MemoryContextSwitchTo(st->cxt);
-	return plan;
+					 " AND (c.%s %s NULL %s c.%s <> ALL (%s))"
+					 " ORDER BY c.%s LIMIT " INT64_FORMAT,
+					 c->mx_col, with_null ? "IS" : "IS NOT",
+					 with_null ? "OR" : "AND", c->mx_col, excluded,
+					 c->id_col, limit);
+	return sql.data;
 }
 
-/* Runs the batch query: the plan is made at the first run, see above. */
+/*
+ * How likely an exhausted bucket's rows are to come up in the next batch:
+ * rows seen so far, else today's sends as a proxy; held-out classes (the
+ * largest operators) first.
+ */
+static int64
+SelExcludePriority(SelState *st, const SelBucket *b)
+{
+	int64		p = b->seen + b->sent_today;
+
+	if (st->hold && SelHeldClass(b->op_class))
+		p += PG_INT32_MAX;
+	return p;
+}
+
+/* Orders exhausted buckets by SelExcludePriority(), highest first. */
+static int
+SelExcludeCmp(const void *a, const void *b, void *arg)
+{
+	int64		pa = SelExcludePriority((SelState *) arg, *(SelBucket *const *) a);
+	int64		pb = SelExcludePriority((SelState *) arg, *(SelBucket *const *) b);
+
+	return (pa < pb) - (pa > pb);
+}
+
+/*
+ * Runs the batch query of candidates from "from_id" on, leaving out the
+ * exhausted buckets most likely to come up.
+ *
+ * The scan must stay in id order and stop early, so the planner must not
+ * trade the ordered index scan for a sort of the pool when the left-out
+ * buckets make it expect few rows: the query is planned with sorts disabled,
+ * and with parallel workers and JIT off (the cost of a disabled sort would
+ * trigger them), for this query only.
+ */
 static void
-SelExecBatch(SelState *st, SPIPlanPtr plan, int64 from_id, int64 limit)
+SelExecBatch(SelState *st, int64 from_id, int64 limit)
 {
 	HASH_SEQ_STATUS seq;
 	SelBucket  *b;
-	Datum	   *labels;
-	int			nlabels = 0;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	SelBucket **exhausted;
+	int			nexhausted = 0;
+	StringInfoData excluded;
+	char	   *sql;
 	int			nestlevel;
-	int			rc;
 
-	labels = palloc(sizeof(Datum) * (hash_get_num_entries(st->buckets) + 1));
-	labels[nlabels++] = CStringGetTextDatum("none");
+	exhausted = palloc(sizeof(SelBucket *) * (hash_get_num_entries(st->buckets) + 1));
 	hash_seq_init(&seq, st->buckets);
 	while ((b = hash_seq_search(&seq)) != NULL)
 	{
 		SelResolve(st, b);
 		if (b->taken >= b->allowance)
-			labels[nlabels++] = CStringGetTextDatum(b->label);
+			exhausted[nexhausted++] = b;
 	}
+	if (nexhausted > SEL_MAX_EXCLUDED)
+		qsort_arg(exhausted, nexhausted, sizeof(SelBucket *), SelExcludeCmp, st);
+	initStringInfo(&excluded);
+	appendStringInfoString(&excluded, "ARRAY['none'");
+	for (int i = 0; i < Min(nexhausted, SEL_MAX_EXCLUDED); i++)
+		appendStringInfo(&excluded, ", %s", quote_literal_cstr(exhausted[i]->label));
+	appendStringInfoString(&excluded, "]::text[]");
+	pfree(exhausted);
 	SelResolve(st, &st->null_bucket);
-	values[0] = PointerGetDatum(construct_array(labels, nlabels, TEXTOID, -1,
-												false, TYPALIGN_INT));
-	values[1] = Int64GetDatum(from_id);
-	values[2] = Int64GetDatum(limit);
-	values[3] = BoolGetDatum(st->null_bucket.taken < st->null_bucket.allowance);
+	sql = SelBatchQuery(st, from_id, limit, excluded.data,
+						st->null_bucket.taken < st->null_bucket.allowance);
 
 	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
@@ -630,11 +666,10 @@ SelExecBatch(SelState *st, SPIPlanPtr plan, int64 from_id, int64 limit)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plan, values, nulls, st->read_only, 0);
+	SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
 	AtEOXact_GUC(true, nestlevel);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pw selection: batch query failed (%s)", SPI_result_code_string(rc));
-	MemoryContextSwitchTo(st->cxt);
+	pfree(sql);
+	pfree(excluded.data);
 }
 
 /* Appends a taken row. */
@@ -733,7 +768,6 @@ SelRun(SelState *st, int64 quota, bool claim)
 	int64		pending_from = 0;
 	MemoryContext rowcxt = AllocSetContextCreate(st->cxt, "pw selection row",
 												 ALLOCSET_SMALL_SIZES);
-	SPIPlanPtr	plan = SelPrepareBatch(st);
 
 	while (st->ntaken < quota)
 	{
@@ -742,7 +776,7 @@ SelRun(SelState *st, int64 quota, bool claim)
 		int64		last_id = PG_INT64_MAX;
 
 		CHECK_FOR_INTERRUPTS();
-		SelExecBatch(st, plan, from_id, limit);
+		SelExecBatch(st, from_id, limit);
 		tt = SPI_tuptable;
 		n = SPI_processed;
 
@@ -765,6 +799,7 @@ SelRun(SelState *st, int64 quota, bool claim)
 				label = TextDatumGetCString(d);
 			b = SelGetBucket(st, label);
 			SelResolve(st, b);
+			b->seen++;
 			if (b->taken >= b->allowance)
 			{
 				MemoryContextSwitchTo(oldcxt);
@@ -793,7 +828,6 @@ SelRun(SelState *st, int64 quota, bool claim)
 		from_id = last_id + 1;
 		limit = Min(limit * 2, SEL_MAX_BATCH);
 	}
-	SPI_freeplan(plan);
 	MemoryContextDelete(rowcxt);
 
 	if (claim && st->ntaken > 0)
