@@ -139,7 +139,7 @@ for p in default catchall; do
 	done
 done
 echo "   capped: the catchall pool with every operator at daily cap 0 and no untagged"
-echo "   bucket, so nothing qualifies (buckets are discovered and excluded batch by batch)"
+echo "   bucket, so nothing qualifies (every candidate is looked at and skipped)"
 psql_q -At -F ' ' <<'EOF'
 INSERT INTO pw.profiles (name, warmup_start, include_catch_all, null_run_cap)
 VALUES ('capped', current_date, true, 0);
