@@ -25,5 +25,6 @@ _PG_init(void)
 	ResolverInit();
 	MxTagInit();
 	WorkerInit();
+	SelectInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

@@ -39,4 +39,7 @@ extern void ResolverInit(void);
 extern void MxTagInit(void);
 extern void WorkerInit(void);
 
+/* select.c */
+extern void SelectInit(void);
+
 #endif							/* PW_DELIVERABILITY_H */

@@ -8,13 +8,16 @@
 -- ---------------------------------------------------------------------------
 
 -- Every email_verify_result value the extension knows; dead ones are never
--- selected by any profile.
+-- selected by a campaign profile.  A dead result that is "verifiable" may
+-- still be selected by a verification profile: only a real send from a
+-- disposable domain can tell whether such an address is deliverable.
 CREATE TABLE pw.verify_results (
     result      text PRIMARY KEY
                 CONSTRAINT verify_results_result_format
                 CHECK (result ~ '^[a-z0-9_]+$'),
     dead        boolean NOT NULL DEFAULT false,
-    description text NOT NULL
+    description text NOT NULL,
+    verifiable  boolean NOT NULL DEFAULT false
 );
 
 INSERT INTO pw.verify_results (result, dead, description) VALUES
@@ -26,6 +29,7 @@ INSERT INTO pw.verify_results (result, dead, description) VALUES
     ('invalid_syntax',    true,  'the address is not syntactically valid'),
     ('smtp_rejected_550', true,  'the MX rejected this mailbox with 550'),
     ('hard_bounced',      true,  'a real send hard-bounced; suppressed forever');
+UPDATE pw.verify_results SET verifiable = true WHERE result = 'mx_unreachable';
 
 -- The classes operators fall in.  Operators not listed in pw.operators are
 -- in the default class.
@@ -238,10 +242,15 @@ CREATE TABLE pw.profiles (
                       CONSTRAINT profiles_sendable_results_nonempty
                       CHECK (cardinality(sendable_results) > 0
                              AND array_position(sendable_results, NULL) IS NULL),
-    note              text
+    note              text,
+    purpose           text NOT NULL DEFAULT 'campaign'
+                      CONSTRAINT profiles_purpose_known
+                      CHECK (purpose IN ('campaign', 'verification'))
 );
 
--- Refuses sendable results that are unknown or dead.
+-- Refuses sendable results that are unknown or dead (a verification profile
+-- may take dead results marked verifiable), and a sent column shared by a
+-- campaign profile and a verification profile.
 CREATE FUNCTION pw.profiles_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS
 $$
@@ -260,12 +269,23 @@ BEGIN
     SELECT r INTO bad
       FROM unnest(NEW.sendable_results) AS r
       JOIN pw.verify_results v ON v.result = r
-     WHERE v.dead
+     WHERE v.dead AND NOT (NEW.purpose = 'verification' AND v.verifiable)
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'verification result "%" is dead and cannot be sendable (profile "%")', bad, NEW.name
             USING ERRCODE = 'check_violation',
                   HINT = 'Dead results (pw.verify_results.dead) are never mailed.';
+    END IF;
+    SELECT p.name INTO bad
+      FROM pw.profiles p
+     WHERE p.name <> NEW.name AND p.sent_column = NEW.sent_column
+       AND p.purpose <> NEW.purpose
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'profile "%" (%) cannot share sent column "%" with profile "%"',
+                        NEW.name, NEW.purpose, NEW.sent_column, bad
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A verification send must never mark a campaign send: give each purpose its own sent column.';
     END IF;
     RETURN NEW;
 END
