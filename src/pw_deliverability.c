@@ -22,5 +22,6 @@ void
 _PG_init(void)
 {
 	CarriersInit();
+	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

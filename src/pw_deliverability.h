@@ -34,4 +34,7 @@ extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 extern void CarriersInit(void);
 
+/* maillog.c */
+extern void MaillogInit(void);
+
 #endif							/* PW_DELIVERABILITY_H */
