@@ -127,8 +127,8 @@ MaillogResolvePath(const char *path)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("mail log \"%s\" is outside %s.maillog_directory", path, PW_GUC_PREFIX),
-				 errhint("Only files inside \"%s\" can be read; \"..\" and symbolic links leading out of it are refused.",
-						 maillog_directory)));
+				 errhint("Only files inside the directory named by %s.maillog_directory can be read; \"..\" and symbolic links leading out of it are refused.",
+						 PW_GUC_PREFIX)));
 	pfree(full);
 	pfree(dir);
 	return canon;

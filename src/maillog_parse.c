@@ -258,31 +258,31 @@ IsPostfix(const MaillogField *prog)
 static int
 ParseNumber(const char *p, size_t len, double *out)
 {
-	double		v = 0;
-	double		scale = 0.1;
+	double		mantissa = 0;
+	double		divisor = 1;
 	size_t		i = 0;
 	int			digits = 0;
 
-	while (i < len && IsDigit(p[i]))
+	while (i < len && IsDigit(p[i]) && digits < 15)
 	{
-		v = v * 10 + (p[i] - '0');
+		mantissa = mantissa * 10 + (p[i] - '0');
 		i++;
 		digits++;
 	}
 	if (i < len && p[i] == '.')
 	{
 		i++;
-		while (i < len && IsDigit(p[i]))
+		while (i < len && IsDigit(p[i]) && digits < 15)
 		{
-			v += (p[i] - '0') * scale;
-			scale /= 10;
+			mantissa = mantissa * 10 + (p[i] - '0');
+			divisor *= 10;
 			i++;
 			digits++;
 		}
 	}
 	if (digits == 0 || i != len)
 		return 0;
-	*out = v;
+	*out = mantissa / divisor;
 	return 1;
 }
 
@@ -425,7 +425,7 @@ MaillogParseLine(const char *line, size_t len, MaillogRecord *rec)
 			break;
 		}
 		if (!ParseValue(&c, &val, &bracketed))
-			return saw_to ? MAILLOG_UNPARSED : MAILLOG_OTHER;
+			return MAILLOG_UNPARSED;	/* "<" without its ">" */
 		if (FieldIs(&key, "to"))
 		{
 			if (!bracketed)
