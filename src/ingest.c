@@ -25,6 +25,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "maillog.h"
@@ -111,7 +112,7 @@ PrepareStaging(void)
 				 " dsn text, kind text, reason text) ON COMMIT DELETE ROWS",
 				 0, NULL, NULL, SPI_OK_UTILITY);
 			Exec("CREATE TEMP TABLE pw_maillog_addr ("
-				 " addr text PRIMARY KEY, in_carriers boolean, mx text) ON COMMIT DELETE ROWS",
+				 " addr text, in_carriers boolean, mx text) ON COMMIT DELETE ROWS",
 				 0, NULL, NULL, SPI_OK_UTILITY);
 		}
 	}
@@ -148,7 +149,7 @@ StageSegment(const Segment *seg, IngestCounts *counts)
 		 "  CASE r.status WHEN 'sent' THEN 'sent' WHEN 'deferred' THEN 'deferred'"
 		 "   WHEN 'bounced' THEN 'bounced'"
 		 "   WHEN 'expired' THEN CASE WHEN a.addr IS NULL THEN 'expired' ELSE 'bounced' END"
-		 "   ELSE 'other' END, r.reason"
+		 "   ELSE 'other' END, CASE WHEN r.status <> 'sent' THEN r.reason END"
 		 " FROM pw.read_maillog($1, $2) r,"
 		 "  LATERAL (SELECT nullif(lower(btrim(coalesce(nullif(r.orig_recipient, ''), r.recipient))), '')"
 		 "           AS addr) a",
@@ -239,46 +240,67 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts)
 					 "  GROUP BY a.addr",
 					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
 	Exec(sql.data, 0, NULL, NULL, SPI_OK_INSERT);
+	Exec("ANALYZE pg_temp.pw_maillog_addr", 0, NULL, NULL, SPI_OK_UTILITY);
 	Exec("SELECT count(*) FROM pg_temp.pw_maillog_addr WHERE NOT in_carriers",
 		 0, NULL, NULL, SPI_OK_SELECT);
 	counts->unknown = FirstInt8();
 
-	/* what the log said about each address, carrier or not */
-	Exec("INSERT INTO pw.deliveries AS d (email, first_sent_at, last_sent_at, sent_count,"
+	/*
+	 * What the log said about each address, carrier or not.  Ingests are
+	 * serialized on pw.deliveries, so that known addresses are updated and
+	 * new ones plainly inserted (cheaper than INSERT ... ON CONFLICT).
+	 */
+	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
+	Exec("CREATE TEMP TABLE pw_maillog_seen ON COMMIT DROP AS"
+		 " SELECT g.addr, g.first_sent_at, g.last_sent_at, g.sent_count, g.last_deferred_at,"
+		 "   g.deferred_count, g.bounced_at, g.bounce_count, lb.dsn AS bounce_dsn,"
+		 "   lb.reason AS bounce_reason, g.source, a.in_carriers, a.mx,"
+		 "   EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = g.addr) AS known"
+		 "   FROM (SELECT b.addr,"
+		 "           min(b.logged_at) FILTER (WHERE b.kind = 'sent') AS first_sent_at,"
+		 "           max(b.logged_at) FILTER (WHERE b.kind = 'sent') AS last_sent_at,"
+		 "           count(*) FILTER (WHERE b.kind = 'sent') AS sent_count,"
+		 "           max(b.logged_at) FILTER (WHERE b.kind = 'deferred') AS last_deferred_at,"
+		 "           count(*) FILTER (WHERE b.kind = 'deferred') AS deferred_count,"
+		 "           max(b.logged_at) FILTER (WHERE b.kind = 'bounced') AS bounced_at,"
+		 "           count(*) FILTER (WHERE b.kind = 'bounced') AS bounce_count,"
+		 "           max(b.source) AS source"
+		 "           FROM pg_temp.pw_maillog_batch b"
+		 "          WHERE b.kind IN ('sent', 'deferred', 'bounced') AND b.addr IS NOT NULL"
+		 "          GROUP BY b.addr) g"
+		 "   JOIN pg_temp.pw_maillog_addr a ON a.addr = g.addr"
+		 "   LEFT JOIN (SELECT DISTINCT ON (addr) addr, dsn, reason"
+		 "                FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced'"
+		 "               ORDER BY addr, logged_at DESC) lb ON lb.addr = g.addr",
+		 0, NULL, NULL, SPI_OK_UTILITY);
+	Exec("ANALYZE pg_temp.pw_maillog_seen", 0, NULL, NULL, SPI_OK_UTILITY);
+	Exec("UPDATE pw.deliveries d SET"
+		 "   first_sent_at = least(d.first_sent_at, s.first_sent_at),"
+		 "   last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
+		 "   sent_count = d.sent_count + s.sent_count,"
+		 "   last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
+		 "   deferred_count = d.deferred_count + s.deferred_count,"
+		 "   bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
+		 "     (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+		 "     THEN s.bounce_dsn ELSE d.bounce_dsn END,"
+		 "   bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
+		 "     (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+		 "     THEN s.bounce_reason ELSE d.bounce_reason END,"
+		 "   bounced_at = greatest(d.bounced_at, s.bounced_at),"
+		 "   bounce_count = d.bounce_count + s.bounce_count,"
+		 "   source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
+		 "  FROM pg_temp.pw_maillog_seen s WHERE s.known AND d.email = s.addr",
+		 0, NULL, NULL, SPI_OK_UPDATE);
+	Exec("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
 		 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
 		 "   bounce_reason, source, in_carriers, mx_provider)"
-		 " SELECT b.addr,"
-		 "   min(b.logged_at) FILTER (WHERE b.kind = 'sent'),"
-		 "   max(b.logged_at) FILTER (WHERE b.kind = 'sent'),"
-		 "   count(*) FILTER (WHERE b.kind = 'sent'),"
-		 "   max(b.logged_at) FILTER (WHERE b.kind = 'deferred'),"
-		 "   count(*) FILTER (WHERE b.kind = 'deferred'),"
-		 "   max(b.logged_at) FILTER (WHERE b.kind = 'bounced'),"
-		 "   count(*) FILTER (WHERE b.kind = 'bounced'),"
-		 "   (array_agg(b.dsn ORDER BY b.logged_at DESC) FILTER (WHERE b.kind = 'bounced'))[1],"
-		 "   (array_agg(b.reason ORDER BY b.logged_at DESC) FILTER (WHERE b.kind = 'bounced'))[1],"
-		 "   (array_agg(b.source ORDER BY b.logged_at DESC))[1],"
-		 "   a.in_carriers, a.mx"
-		 "   FROM pg_temp.pw_maillog_batch b JOIN pg_temp.pw_maillog_addr a ON a.addr = b.addr"
-		 "  WHERE b.kind IN ('sent', 'deferred', 'bounced')"
-		 "  GROUP BY b.addr, a.in_carriers, a.mx"
-		 " ON CONFLICT (email) DO UPDATE SET"
-		 "   first_sent_at = least(d.first_sent_at, EXCLUDED.first_sent_at),"
-		 "   last_sent_at = greatest(d.last_sent_at, EXCLUDED.last_sent_at),"
-		 "   sent_count = d.sent_count + EXCLUDED.sent_count,"
-		 "   last_deferred_at = greatest(d.last_deferred_at, EXCLUDED.last_deferred_at),"
-		 "   deferred_count = d.deferred_count + EXCLUDED.deferred_count,"
-		 "   bounce_dsn = CASE WHEN EXCLUDED.bounced_at IS NOT NULL AND"
-		 "     (d.bounced_at IS NULL OR EXCLUDED.bounced_at >= d.bounced_at)"
-		 "     THEN EXCLUDED.bounce_dsn ELSE d.bounce_dsn END,"
-		 "   bounce_reason = CASE WHEN EXCLUDED.bounced_at IS NOT NULL AND"
-		 "     (d.bounced_at IS NULL OR EXCLUDED.bounced_at >= d.bounced_at)"
-		 "     THEN EXCLUDED.bounce_reason ELSE d.bounce_reason END,"
-		 "   bounced_at = greatest(d.bounced_at, EXCLUDED.bounced_at),"
-		 "   bounce_count = d.bounce_count + EXCLUDED.bounce_count,"
-		 "   source = EXCLUDED.source, in_carriers = EXCLUDED.in_carriers,"
-		 "   mx_provider = EXCLUDED.mx_provider",
+		 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+		 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+		 "   s.source, s.in_carriers, s.mx"
+		 "   FROM pg_temp.pw_maillog_seen s"
+		 "  WHERE NOT s.known",
 		 0, NULL, NULL, SPI_OK_INSERT);
+	Exec("DROP TABLE pg_temp.pw_maillog_seen", 0, NULL, NULL, SPI_OK_UTILITY);
 
 	/* per day and operator */
 	Exec("INSERT INTO pw.maillog_daily AS m (day, mx_provider, sent, deferred, bounced)"
@@ -301,7 +323,21 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts)
 					 "  FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced') b"
 					 " WHERE %s = b.addr AND c.%s IS DISTINCT FROM 'hard_bounced'",
 					 carriers->relation, carriers->result_col, norm, carriers->result_col);
-	counts->carriers_bounced = (int64) Exec(sql.data, 0, NULL, NULL, SPI_OK_UPDATE);
+	{
+		/*
+		 * Bounces are few next to the carriers: probe the index on the
+		 * normalised email rather than hash the whole table (the planner
+		 * still hashes when there is no such index).
+		 */
+		int			nestlevel = NewGUCNestLevel();
+
+		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		counts->carriers_bounced = (int64) Exec(sql.data, 0, NULL, NULL, SPI_OK_UPDATE);
+		AtEOXact_GUC(true, nestlevel);
+	}
 
 	/* and the suppression list (the first bounce's reason is kept) */
 	counts->suppressed = (int64)
@@ -404,6 +440,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < nsegs; i++)
 		StageSegment(&segs[i], &counts);
+	Exec("ANALYZE pg_temp.pw_maillog_batch", 0, NULL, NULL, SPI_OK_UTILITY);
 
 	ApplyBatch(&carriers, &counts);
 

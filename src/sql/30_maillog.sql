@@ -68,9 +68,6 @@ CREATE TABLE pw.deliveries (
     confirmed_at     timestamptz
 );
 
-CREATE INDEX deliveries_unconfirmed_idx ON pw.deliveries (first_sent_at)
-    WHERE bounced_at IS NULL AND confirmed_at IS NULL;
-
 -- Outcomes per day (of the log time, in the ingesting session's time zone)
 -- and operator (the carrier's mx_provider when ingested; '(untagged)' for
 -- carriers without one, '(not a carrier)' for other addresses).
@@ -101,6 +98,7 @@ CREATE FUNCTION pw.ingest_maillog(path text,
     OUT suppressed bigint, OUT end_offset bigint)
 RETURNS record
 LANGUAGE c VOLATILE STRICT
+SET jit = off SET work_mem = '64MB'
 AS 'MODULE_PATHNAME', 'pw_ingest_maillog';
 
 -- Carriers whose address was delivered longer ago than older_than and never
@@ -109,6 +107,7 @@ AS 'MODULE_PATHNAME', 'pw_ingest_maillog';
 CREATE FUNCTION pw.confirm_deliveries(older_than interval DEFAULT '48 hours')
 RETURNS bigint
 LANGUAGE c VOLATILE STRICT
+SET jit = off SET work_mem = '64MB'
 AS 'MODULE_PATHNAME', 'pw_confirm_deliveries';
 
 -- Creates the index on the carriers' normalised email that the writeback
