@@ -222,13 +222,6 @@ MaillogTimestamp(TimeConv *conv, const MaillogTime *t, TimestampTz *out)
 	}
 }
 
-/* Whether a field is absent or valid text in the server encoding. */
-static bool
-FieldValid(const MaillogField *f)
-{
-	return f->ptr == NULL || pg_verifymbstr(f->ptr, (int) f->len, true);
-}
-
 /* Sets a text column from a field (NULL when absent). */
 static void
 SetText(Datum *values, bool *nulls, int i, const MaillogField *f)
@@ -242,7 +235,7 @@ SetText(Datum *values, bool *nulls, int i, const MaillogField *f)
 	nulls[i] = false;
 }
 
-/* Turns one parsed event line into a row; false when it is not valid text. */
+/* Turns one parsed event line into a row; false when its time is invalid. */
 static bool
 EmitRow(Tuplestorestate *ts, TupleDesc desc, TimeConv *conv,
 		const MaillogRecord *rec, int64 line_offset)
@@ -251,12 +244,6 @@ EmitRow(Tuplestorestate *ts, TupleDesc desc, TimeConv *conv,
 	bool		nulls[READ_MAILLOG_COLS];
 	TimestampTz when;
 
-	if (!FieldValid(&rec->host) || !FieldValid(&rec->program) ||
-		!FieldValid(&rec->queue_id) || !FieldValid(&rec->recipient) ||
-		!FieldValid(&rec->orig_recipient) || !FieldValid(&rec->relay) ||
-		!FieldValid(&rec->dsn) || !FieldValid(&rec->status) ||
-		!FieldValid(&rec->reason))
-		return false;
 	if (!MaillogTimestamp(conv, &rec->ts, &when))
 		return false;
 
@@ -302,8 +289,15 @@ HandleLine(const char *line, size_t len, int64 offset, MaillogReadStats *st,
 			break;
 		case MAILLOG_EVENT:
 			{
-				MemoryContext old = MemoryContextSwitchTo(rowctx);
+				MemoryContext old;
 
+				/* every field is a slice of the line, split at ASCII bytes */
+				if (!pg_verifymbstr(line, (int) len, true))
+				{
+					st->unparsed++;
+					break;
+				}
+				old = MemoryContextSwitchTo(rowctx);
 				if (EmitRow(ts, desc, conv, &rec, offset))
 					st->events++;
 				else

@@ -133,8 +133,12 @@ ParseTraditional(Cursor *c, MaillogTime *t)
 	if (!Has(c, 3))
 		return 0;
 	for (int i = 0; i < 12; i++)
-		if (memcmp(c->p, month_names[i], 3) == 0)
+		if (c->p[0] == month_names[i][0] && c->p[1] == month_names[i][1] &&
+			c->p[2] == month_names[i][2])
+		{
 			m = i;
+			break;
+		}
 	if (m < 0)
 		return 0;
 	c->p += 3;
@@ -286,14 +290,9 @@ ParseNumber(const char *p, size_t len, double *out)
 	return 1;
 }
 
-/* Whether field f spells the literal s. */
-static int
-FieldIs(const MaillogField *f, const char *s)
-{
-	size_t		n = strlen(s);
-
-	return f->ptr != NULL && f->len == n && memcmp(f->ptr, s, n) == 0;
-}
+/* Whether field f spells the string literal s. */
+#define FieldIs(f, s) \
+	((f)->ptr != NULL && (f)->len == sizeof(s) - 1 && memcmp((f)->ptr, (s), sizeof(s) - 1) == 0)
 
 /*
  * The status word and what follows it: "sent (250 Ok)" gives reason
