@@ -111,12 +111,9 @@ PrepareStaging(void)
 				 " source text, logged_at timestamptz, queue_id text, addr text,"
 				 " dsn text, kind text, reason text) ON COMMIT DELETE ROWS",
 				 0, NULL, NULL, SPI_OK_UTILITY);
-			Exec("CREATE TEMP TABLE pw_maillog_addr ("
-				 " addr text, in_carriers boolean, mx text) ON COMMIT DELETE ROWS",
-				 0, NULL, NULL, SPI_OK_UTILITY);
 		}
 	}
-	Exec("TRUNCATE pg_temp.pw_maillog_batch, pg_temp.pw_maillog_addr", 0, NULL, NULL,
+	Exec("TRUNCATE pg_temp.pw_maillog_batch", 0, NULL, NULL,
 		 SPI_OK_UTILITY);
 }
 
@@ -228,93 +225,83 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts)
 		counts->bounced = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	}
 
-	/* which addresses are carriers, and their operator now */
+	/*
+	 * One statement: which addresses are carriers (and their operator now),
+	 * what the log said about each address, carrier or not (known addresses
+	 * updated, new ones plainly inserted: ingests are serialized on
+	 * pw.deliveries), and the outcomes per day and operator.  Returns the
+	 * number of addresses that are not carriers.
+	 */
 	norm = psprintf("lower(btrim(c.%s))", carriers->email_col);
+	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "INSERT INTO pg_temp.pw_maillog_addr (addr, in_carriers, mx)"
-					 " SELECT a.addr, bool_or(c.%s IS NOT NULL), max(c.%s)"
-					 "   FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch"
-					 "          WHERE addr IS NOT NULL AND kind <> 'other') a"
-					 "   LEFT JOIN %s c ON %s = a.addr"
-					 "  GROUP BY a.addr",
+					 "WITH a AS MATERIALIZED ("
+					 "   SELECT x.addr, bool_or(c.%s IS NOT NULL) AS in_carriers, max(c.%s) AS mx"
+					 "     FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch"
+					 "            WHERE addr IS NOT NULL AND kind IN ('sent', 'deferred', 'bounced')) x"
+					 "     LEFT JOIN %s c ON %s = x.addr"
+					 "    GROUP BY x.addr),"
+					 " g AS MATERIALIZED ("
+					 "   SELECT g.*, lb.dsn AS bounce_dsn, lb.reason AS bounce_reason, a.in_carriers, a.mx"
+					 "     FROM (SELECT b.addr,"
+					 "             min(b.logged_at) FILTER (WHERE b.kind = 'sent') AS first_sent_at,"
+					 "             max(b.logged_at) FILTER (WHERE b.kind = 'sent') AS last_sent_at,"
+					 "             count(*) FILTER (WHERE b.kind = 'sent') AS sent_count,"
+					 "             max(b.logged_at) FILTER (WHERE b.kind = 'deferred') AS last_deferred_at,"
+					 "             count(*) FILTER (WHERE b.kind = 'deferred') AS deferred_count,"
+					 "             max(b.logged_at) FILTER (WHERE b.kind = 'bounced') AS bounced_at,"
+					 "             count(*) FILTER (WHERE b.kind = 'bounced') AS bounce_count,"
+					 "             max(b.source) AS source"
+					 "             FROM pg_temp.pw_maillog_batch b"
+					 "            WHERE b.kind IN ('sent', 'deferred', 'bounced') AND b.addr IS NOT NULL"
+					 "            GROUP BY b.addr) g"
+					 "     JOIN a ON a.addr = g.addr"
+					 "     LEFT JOIN (SELECT DISTINCT ON (addr) addr, dsn, reason"
+					 "                  FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced'"
+					 "                 ORDER BY addr, logged_at DESC) lb ON lb.addr = g.addr),"
+					 " u AS ("
+					 "   UPDATE pw.deliveries d SET"
+					 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
+					 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
+					 "     sent_count = d.sent_count + s.sent_count,"
+					 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
+					 "     deferred_count = d.deferred_count + s.deferred_count,"
+					 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
+					 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+					 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
+					 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
+					 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+					 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
+					 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
+					 "     bounce_count = d.bounce_count + s.bounce_count,"
+					 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
+					 "    FROM g s WHERE d.email = s.addr"
+					 "   RETURNING d.email),"
+					 " i AS ("
+					 "   INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
+					 "     last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+					 "     bounce_reason, source, in_carriers, mx_provider)"
+					 "   SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+					 "     s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+					 "     s.source, s.in_carriers, s.mx"
+					 "     FROM g s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)),"
+					 " m AS ("
+					 "   INSERT INTO pw.maillog_daily AS m (day, mx_provider, sent, deferred, bounced)"
+					 "   SELECT b.logged_at::date,"
+					 "     CASE WHEN a.in_carriers THEN coalesce(a.mx, '(untagged)') ELSE '(not a carrier)' END,"
+					 "     count(*) FILTER (WHERE b.kind = 'sent'), count(*) FILTER (WHERE b.kind = 'deferred'),"
+					 "     count(*) FILTER (WHERE b.kind = 'bounced')"
+					 "     FROM pg_temp.pw_maillog_batch b JOIN a ON a.addr = b.addr"
+					 "    WHERE b.kind IN ('sent', 'deferred', 'bounced')"
+					 "    GROUP BY 1, 2"
+					 "   ON CONFLICT (day, mx_provider) DO UPDATE SET"
+					 "     sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
+					 "     bounced = m.bounced + EXCLUDED.bounced)"
+					 " SELECT count(*) FILTER (WHERE NOT in_carriers) FROM a",
 					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
-	Exec(sql.data, 0, NULL, NULL, SPI_OK_INSERT);
-	Exec("ANALYZE pg_temp.pw_maillog_addr", 0, NULL, NULL, SPI_OK_UTILITY);
-	Exec("SELECT count(*) FROM pg_temp.pw_maillog_addr WHERE NOT in_carriers",
-		 0, NULL, NULL, SPI_OK_SELECT);
+	Exec(sql.data, 0, NULL, NULL, SPI_OK_SELECT);
 	counts->unknown = FirstInt8();
-
-	/*
-	 * What the log said about each address, carrier or not.  Ingests are
-	 * serialized on pw.deliveries, so that known addresses are updated and
-	 * new ones plainly inserted (cheaper than INSERT ... ON CONFLICT).
-	 */
-	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
-	Exec("CREATE TEMP TABLE pw_maillog_seen ON COMMIT DROP AS"
-		 " SELECT g.addr, g.first_sent_at, g.last_sent_at, g.sent_count, g.last_deferred_at,"
-		 "   g.deferred_count, g.bounced_at, g.bounce_count, lb.dsn AS bounce_dsn,"
-		 "   lb.reason AS bounce_reason, g.source, a.in_carriers, a.mx,"
-		 "   EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = g.addr) AS known"
-		 "   FROM (SELECT b.addr,"
-		 "           min(b.logged_at) FILTER (WHERE b.kind = 'sent') AS first_sent_at,"
-		 "           max(b.logged_at) FILTER (WHERE b.kind = 'sent') AS last_sent_at,"
-		 "           count(*) FILTER (WHERE b.kind = 'sent') AS sent_count,"
-		 "           max(b.logged_at) FILTER (WHERE b.kind = 'deferred') AS last_deferred_at,"
-		 "           count(*) FILTER (WHERE b.kind = 'deferred') AS deferred_count,"
-		 "           max(b.logged_at) FILTER (WHERE b.kind = 'bounced') AS bounced_at,"
-		 "           count(*) FILTER (WHERE b.kind = 'bounced') AS bounce_count,"
-		 "           max(b.source) AS source"
-		 "           FROM pg_temp.pw_maillog_batch b"
-		 "          WHERE b.kind IN ('sent', 'deferred', 'bounced') AND b.addr IS NOT NULL"
-		 "          GROUP BY b.addr) g"
-		 "   JOIN pg_temp.pw_maillog_addr a ON a.addr = g.addr"
-		 "   LEFT JOIN (SELECT DISTINCT ON (addr) addr, dsn, reason"
-		 "                FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced'"
-		 "               ORDER BY addr, logged_at DESC) lb ON lb.addr = g.addr",
-		 0, NULL, NULL, SPI_OK_UTILITY);
-	Exec("ANALYZE pg_temp.pw_maillog_seen", 0, NULL, NULL, SPI_OK_UTILITY);
-	Exec("UPDATE pw.deliveries d SET"
-		 "   first_sent_at = least(d.first_sent_at, s.first_sent_at),"
-		 "   last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
-		 "   sent_count = d.sent_count + s.sent_count,"
-		 "   last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
-		 "   deferred_count = d.deferred_count + s.deferred_count,"
-		 "   bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
-		 "     (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-		 "     THEN s.bounce_dsn ELSE d.bounce_dsn END,"
-		 "   bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
-		 "     (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-		 "     THEN s.bounce_reason ELSE d.bounce_reason END,"
-		 "   bounced_at = greatest(d.bounced_at, s.bounced_at),"
-		 "   bounce_count = d.bounce_count + s.bounce_count,"
-		 "   source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
-		 "  FROM pg_temp.pw_maillog_seen s WHERE s.known AND d.email = s.addr",
-		 0, NULL, NULL, SPI_OK_UPDATE);
-	Exec("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-		 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-		 "   bounce_reason, source, in_carriers, mx_provider)"
-		 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-		 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-		 "   s.source, s.in_carriers, s.mx"
-		 "   FROM pg_temp.pw_maillog_seen s"
-		 "  WHERE NOT s.known",
-		 0, NULL, NULL, SPI_OK_INSERT);
-	Exec("DROP TABLE pg_temp.pw_maillog_seen", 0, NULL, NULL, SPI_OK_UTILITY);
-
-	/* per day and operator */
-	Exec("INSERT INTO pw.maillog_daily AS m (day, mx_provider, sent, deferred, bounced)"
-		 " SELECT b.logged_at::date,"
-		 "   CASE WHEN a.in_carriers THEN coalesce(a.mx, '(untagged)') ELSE '(not a carrier)' END,"
-		 "   count(*) FILTER (WHERE b.kind = 'sent'), count(*) FILTER (WHERE b.kind = 'deferred'),"
-		 "   count(*) FILTER (WHERE b.kind = 'bounced')"
-		 "   FROM pg_temp.pw_maillog_batch b JOIN pg_temp.pw_maillog_addr a ON a.addr = b.addr"
-		 "  WHERE b.kind IN ('sent', 'deferred', 'bounced')"
-		 "  GROUP BY 1, 2"
-		 " ON CONFLICT (day, mx_provider) DO UPDATE SET"
-		 "   sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
-		 "   bounced = m.bounced + EXCLUDED.bounced",
-		 0, NULL, NULL, SPI_OK_INSERT);
 
 	/* hard bounces: every carrier with the address, whatever its result */
 	resetStringInfo(&sql);
