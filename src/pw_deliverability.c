@@ -22,6 +22,9 @@ void
 _PG_init(void)
 {
 	CarriersInit();
+	ResolverInit();
+	MxTagInit();
+	WorkerInit();
 	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

@@ -34,6 +34,11 @@ extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 extern void CarriersInit(void);
 
+/* resolver.c, mx_tag.c, worker.c */
+extern void ResolverInit(void);
+extern void MxTagInit(void);
+extern void WorkerInit(void);
+
 /* maillog.c */
 extern void MaillogInit(void);
 

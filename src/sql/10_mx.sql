@@ -1,0 +1,153 @@
+
+-- ---------------------------------------------------------------------------
+-- MX tagging: classifier, per-domain cache, tagging, the worker's controls
+-- ---------------------------------------------------------------------------
+
+-- The label of a domain from its MX hosts in preference order: the primary
+-- (first valid) host's suffix rule, else 'mx:' + its registrable domain
+-- (ICANN section of the Public Suffix List); 'none' for a null MX.
+CREATE FUNCTION pw.classify_mx(exchanges text[]) RETURNS text
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_classify_mx';
+
+-- A host name in normal form (lower case, no trailing dot, IDN as
+-- punycode), or NULL when it is not a valid host name.
+CREATE FUNCTION pw.normalize_domain(domain text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_normalize_domain';
+
+-- Why a name is not a valid host name (NULL when it is).
+CREATE FUNCTION pw.domain_problem(domain text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_domain_problem';
+
+-- The registrable domain of a host under the ICANN section of the PSL.
+CREATE FUNCTION pw.registrable_domain(host text) RETURNS text
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_registrable_domain';
+
+-- One DNS lookup: a domain's MX records, lowest preference first.
+CREATE FUNCTION pw.resolve_mx(domain text)
+RETURNS TABLE (preference int, exchange text)
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pw_resolve_mx';
+
+REVOKE EXECUTE ON FUNCTION pw.resolve_mx(text) FROM PUBLIC;
+
+-- Every recipient domain the tagger has seen, looked up once however many
+-- carriers share it.
+CREATE TABLE pw.mx_domains (
+    domain        text PRIMARY KEY,
+    label         text
+                  CONSTRAINT mx_domains_label_format
+                  CHECK (label = lower(label) AND label <> ''),
+    mx_hosts      text[],
+    outcome       text NOT NULL
+                  CONSTRAINT mx_domains_outcome_known
+                  CHECK (outcome IN ('mx', 'address', 'null_mx', 'nxdomain', 'no_records',
+                                     'invalid', 'failed')),
+    resolved_at   timestamptz,
+    checked_at    timestamptz NOT NULL DEFAULT now(),
+    next_check_at timestamptz,
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    CONSTRAINT mx_domains_label_matches_outcome
+        CHECK (CASE outcome
+                   WHEN 'mx' THEN label IS NOT NULL AND label <> 'none'
+                   WHEN 'address' THEN label LIKE 'mx:%'
+                   WHEN 'failed' THEN true
+                   ELSE label = 'none'
+               END)
+);
+
+CREATE INDEX mx_domains_next_check_at ON pw.mx_domains (next_check_at)
+    WHERE next_check_at IS NOT NULL;
+
+-- Tags up to max_domains untagged or stale domains in this backend.
+CREATE FUNCTION pw.mx_tag(max_domains integer DEFAULT 20000)
+RETURNS TABLE (looked_up bigint, tagged bigint, "none" bigint, invalid bigint,
+               failed bigint, carriers_updated bigint, seconds float8)
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_mx_tag';
+
+REVOKE EXECUTE ON FUNCTION pw.mx_tag(integer) FROM PUBLIC;
+
+-- Creates the partial index that keeps finding untagged carriers cheap:
+-- the domain of every carrier whose MX column is NULL.
+CREATE FUNCTION pw.create_tagging_index() RETURNS text
+LANGUAGE plpgsql AS
+$$
+DECLARE
+    c record;
+    idx text;
+BEGIN
+    SELECT * INTO c FROM pw.carriers_check();
+    idx := (SELECT relname FROM pg_class WHERE oid = c.relation) || '_pw_untagged_domain';
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (pw.email_domain(%s)) WHERE %s IS NULL',
+                   idx, c.relation, c.email_column, c.mx_column);
+    RETURN idx;
+END
+$$;
+
+-- The tagging backlog in one row.
+CREATE FUNCTION pw.mx_backlog_stats(
+    OUT untagged_carriers bigint, OUT untagged_domains bigint,
+    OUT unresolved_domains bigint, OUT failing_domains bigint,
+    OUT due_domains bigint, OUT invalid_domains bigint, OUT cached_domains bigint)
+LANGUAGE plpgsql STABLE AS
+$$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM pw.carriers_check();
+    EXECUTE format('SELECT count(*), count(DISTINCT pw.email_domain(%s)) FROM %s WHERE %s IS NULL',
+                   c.email_column, c.relation, c.mx_column)
+       INTO untagged_carriers, untagged_domains;
+    EXECUTE format('SELECT count(*) FROM (SELECT DISTINCT pw.email_domain(x.%s) AS d FROM %s x WHERE x.%s IS NULL) u'
+                   ' WHERE NOT EXISTS (SELECT 1 FROM pw.mx_domains m WHERE m.domain = u.d AND m.label IS NOT NULL)',
+                   c.email_column, c.relation, c.mx_column)
+       INTO unresolved_domains;
+    SELECT count(*) FILTER (WHERE outcome = 'failed'),
+           count(*) FILTER (WHERE next_check_at <= now()),
+           count(*) FILTER (WHERE outcome = 'invalid'),
+           count(*)
+      INTO failing_domains, due_domains, invalid_domains, cached_domains
+      FROM pw.mx_domains;
+END
+$$;
+
+CREATE VIEW pw.mx_backlog AS SELECT * FROM pw.mx_backlog_stats();
+
+-- Carriers per MX label (NULL: untagged), with the label's operator class.
+CREATE FUNCTION pw.mx_label_counts()
+RETURNS TABLE (label text, op_class text, carriers bigint)
+LANGUAGE plpgsql STABLE AS
+$$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM pw.carriers_check();
+    RETURN QUERY EXECUTE format('SELECT %1$s::text, pw.operator_class(%1$s::text), count(*)'
+                                ' FROM %2$s GROUP BY 1 ORDER BY 3 DESC, 1',
+                                c.mx_column, c.relation);
+END
+$$;
+
+CREATE VIEW pw.mx_labels AS SELECT * FROM pw.mx_label_counts();
+
+-- Domains whose lookups keep failing, worst first.
+CREATE VIEW pw.mx_failing AS
+SELECT domain, attempts, last_error, checked_at, next_check_at, label AS last_good_label
+  FROM pw.mx_domains
+ WHERE outcome = 'failed'
+ ORDER BY attempts DESC, domain;
+
+-- Wakes the background tagger (after an import); false when none runs.
+CREATE FUNCTION pw.wake_tagger() RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_wake_tagger';
+
+-- The background tagger's process id, or NULL.
+CREATE FUNCTION pw.tagger_pid() RETURNS integer
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_tagger_pid';
