@@ -12,6 +12,8 @@ SELECT count(*) FROM pw.read_maillog('/etc/passwd');
 SELECT count(*) FROM pw.read_maillog('../../README.md');
 SELECT count(*) FROM pw.read_maillog('../../../README.md');
 SELECT count(*) FROM pw.read_maillog('nosuch.log');
+SELECT count(*) FROM pw.read_maillog('/nonexistent/secret.log');
+SELECT count(*) FROM pw.read_maillog('../nosuch.log');
 SELECT count(*) FROM pw.read_maillog('traditional.log', -1);
 
 -- traditional syslog timestamps (year inferred, never more than a day ahead)

@@ -67,6 +67,29 @@ MaillogInit(void)
 							   NULL, NULL, NULL);
 }
 
+/* Whether path lies strictly below directory dir (both canonical). */
+static bool
+PathInside(const char *path, const char *dir)
+{
+	size_t		dirlen = strlen(dir);
+
+	if (dirlen == 1 && dir[0] == '/')
+		return path[0] == '/' && path[1] != '\0';
+	return strncmp(path, dir, dirlen) == 0 && path[dirlen] == '/' &&
+		path[dirlen + 1] != '\0';
+}
+
+/* Refuses a path outside pw_deliverability.maillog_directory. */
+static void
+OutsideError(const char *path)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("mail log \"%s\" is outside %s.maillog_directory", path, PW_GUC_PREFIX),
+			 errhint("Only files inside the directory named by %s.maillog_directory can be read; \"..\" and symbolic links leading out of it are refused.",
+					 PW_GUC_PREFIX)));
+}
+
 /*
  * Resolves a mail log path and checks that it lies inside
  * pw_deliverability.maillog_directory; relative paths are taken relative to
@@ -79,8 +102,6 @@ MaillogResolvePath(const char *path)
 	char	   *full;
 	char	   *canon;
 	char	   *resolved;
-	size_t		dirlen;
-
 	if (maillog_directory == NULL || maillog_directory[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -109,6 +130,16 @@ MaillogResolvePath(const char *path)
 	resolved = realpath(full, NULL);
 	if (resolved == NULL)
 	{
+		int			save_errno = errno;
+		char	   *lexical = pstrdup(full);
+		char	   *confdir = pstrdup(maillog_directory);
+
+		/* say nothing about the existence of files outside the directory */
+		canonicalize_path(lexical);
+		canonicalize_path(confdir);
+		if (!PathInside(lexical, dir) && !PathInside(lexical, confdir))
+			OutsideError(path);
+		errno = save_errno;
 		if (errno == ENOENT || errno == ENOTDIR)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FILE),
@@ -120,15 +151,8 @@ MaillogResolvePath(const char *path)
 	canon = pstrdup(resolved);
 	free(resolved);
 
-	dirlen = strlen(dir);
-	if (!(strncmp(canon, dir, dirlen) == 0 &&
-		  (canon[dirlen] == '/' || (dirlen == 1 && dir[0] == '/')) &&
-		  canon[dirlen] != '\0' && canon[dirlen + 1] != '\0'))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("mail log \"%s\" is outside %s.maillog_directory", path, PW_GUC_PREFIX),
-				 errhint("Only files inside the directory named by %s.maillog_directory can be read; \"..\" and symbolic links leading out of it are refused.",
-						 PW_GUC_PREFIX)));
+	if (!PathInside(canon, dir))
+		OutsideError(path);
 	pfree(full);
 	pfree(dir);
 	return canon;
