@@ -26,5 +26,6 @@ _PG_init(void)
 	MxTagInit();
 	WorkerInit();
 	SelectInit();
+	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

@@ -42,4 +42,7 @@ extern void WorkerInit(void);
 /* select.c */
 extern void SelectInit(void);
 
+/* maillog.c */
+extern void MaillogInit(void);
+
 #endif							/* PW_DELIVERABILITY_H */

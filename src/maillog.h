@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * maillog.h
+ *	  Reading Postfix mail logs from inside the server: declarations shared
+ *	  by maillog.c (reader, access checks) and ingest.c (writeback).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PW_MAILLOG_H
+#define PW_MAILLOG_H
+
+#include "postgres.h"
+
+/* What one read of a mail log saw. */
+typedef struct MaillogReadStats
+{
+	char	   *path;			/* canonical path read */
+	int64		start_offset;
+	int64		end_offset;		/* just after the last complete line */
+	int64		lines;			/* complete lines read */
+	int64		events;			/* rows returned */
+	int64		other;			/* well-formed lines without a delivery status */
+	int64		unparsed;		/* lines the parser could not read */
+	int64		overlong;		/* lines longer than the limit, skipped */
+	uint64		dev;			/* device and inode of the file read */
+	uint64		inode;
+} MaillogReadStats;
+
+/* Longest line read; longer ones are skipped and counted. */
+#define MAILLOG_MAX_LINE (64 * 1024)
+
+extern char *MaillogResolvePath(const char *path);
+extern const MaillogReadStats *MaillogLastRead(void);
+
+#endif							/* PW_MAILLOG_H */

@@ -1,0 +1,153 @@
+
+-- ---------------------------------------------------------------------------
+-- Mail logs: reading, ingestion and bounce writeback
+-- ---------------------------------------------------------------------------
+
+-- One row per delivery-status line (smtp, lmtp, local, virtual, pipe, error,
+-- retry, discard, ...) and per qmgr "status=expired" line of a Postfix log
+-- inside pw_deliverability.maillog_directory, from start_offset on.
+-- line_offset is the byte offset where the line starts.
+CREATE FUNCTION pw.read_maillog(path text, start_offset bigint DEFAULT 0)
+RETURNS TABLE (line_offset bigint, logged_at timestamptz, host text, program text,
+               pid integer, queue_id text, recipient text, orig_recipient text,
+               relay text, delay float8, dsn text, status text, reason text)
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pw_read_maillog';
+
+-- What the last pw.read_maillog() of this session read: the offset after the
+-- last complete line and the lines seen, returned, ignored, skipped.
+CREATE FUNCTION pw.maillog_last_read(
+    OUT path text, OUT start_offset bigint, OUT end_offset bigint,
+    OUT lines bigint, OUT events bigint, OUT other bigint,
+    OUT unparsed bigint, OUT overlong bigint, OUT dev bigint, OUT inode bigint)
+RETURNS record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_maillog_last_read';
+
+-- Where ingestion of each log file stands: the file (device, inode) and the
+-- offset after the last line applied, with running totals.
+CREATE TABLE pw.maillog_files (
+    path        text PRIMARY KEY,
+    dev         bigint NOT NULL,
+    inode       bigint NOT NULL,
+    "offset"    bigint NOT NULL DEFAULT 0 CONSTRAINT maillog_files_offset_nonnegative CHECK ("offset" >= 0),
+    lines       bigint NOT NULL DEFAULT 0,
+    events      bigint NOT NULL DEFAULT 0,
+    unparsed    bigint NOT NULL DEFAULT 0,
+    overlong    bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Recipients seen deferred and not (yet) sent or bounced, per queue id: a
+-- later qmgr "status=expired" of that queue id bounces them.
+CREATE TABLE pw.maillog_pending (
+    queue_id    text NOT NULL,
+    email       text NOT NULL,
+    deferred_at timestamptz NOT NULL,
+    dsn         text,
+    reason      text,
+    source      text,
+    PRIMARY KEY (queue_id, email)
+);
+
+-- What the logs said about each address (normalised), carrier or not.
+CREATE TABLE pw.deliveries (
+    email            text PRIMARY KEY,
+    first_sent_at    timestamptz,
+    last_sent_at     timestamptz,
+    sent_count       bigint NOT NULL DEFAULT 0,
+    last_deferred_at timestamptz,
+    deferred_count   bigint NOT NULL DEFAULT 0,
+    bounced_at       timestamptz,
+    bounce_count     bigint NOT NULL DEFAULT 0,
+    bounce_dsn       text,
+    bounce_reason    text,
+    source           text,
+    in_carriers      boolean NOT NULL DEFAULT false,
+    mx_provider      text,
+    confirmed_at     timestamptz
+);
+
+-- Outcomes per day (of the log time, in the ingesting session's time zone)
+-- and operator (the carrier's mx_provider when ingested; '(untagged)' for
+-- carriers without one, '(not a carrier)' for other addresses).
+CREATE TABLE pw.maillog_daily (
+    day         date NOT NULL,
+    mx_provider text NOT NULL,
+    sent        bigint NOT NULL DEFAULT 0,
+    deferred    bigint NOT NULL DEFAULT 0,
+    bounced     bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, mx_provider)
+);
+
+-- Per-operator outcomes with rates: watch each operator's reject rate.
+CREATE VIEW pw.operator_outcomes AS
+SELECT day, mx_provider, sent, deferred, bounced,
+       round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
+       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
+  FROM pw.maillog_daily;
+
+-- Reads a mail log from where the last call on it stopped (following
+-- rotation to path.1), records deliveries, deferrals and bounces, writes
+-- hard bounces back to the carriers and the suppression list, and advances
+-- the stored offset, all in the caller's transaction.
+CREATE FUNCTION pw.ingest_maillog(path text,
+    OUT files integer, OUT lines bigint, OUT events bigint, OUT unparsed bigint,
+    OUT overlong bigint, OUT sent bigint, OUT deferred bigint, OUT bounced bigint,
+    OUT expired bigint, OUT carriers_bounced bigint, OUT unknown_addresses bigint,
+    OUT suppressed bigint, OUT end_offset bigint)
+RETURNS record
+LANGUAGE c VOLATILE STRICT
+SET jit = off SET work_mem = '64MB'
+AS 'MODULE_PATHNAME', 'pw_ingest_maillog';
+
+-- Carriers whose address was delivered longer ago than older_than and never
+-- bounced become send_confirmed (never over hard_bounced or a suppressed
+-- address).  Returns the number of carriers changed.
+CREATE FUNCTION pw.confirm_deliveries(older_than interval DEFAULT '48 hours')
+RETURNS bigint
+LANGUAGE c VOLATILE STRICT
+SET jit = off SET work_mem = '64MB'
+AS 'MODULE_PATHNAME', 'pw_confirm_deliveries';
+
+-- Creates the index on the carriers' normalised email that the writeback
+-- joins on, if missing; returns its name.
+CREATE FUNCTION pw.create_writeback_index()
+RETURNS text
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_create_writeback_index';
+
+-- Adds an address to the suppression list (an opt-out, from any sending
+-- domain).  True when it was not suppressed yet.
+CREATE FUNCTION pw.suppress(email text, reason text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    added integer;
+BEGIN
+    IF position('@' IN email) = 0 THEN
+        RAISE EXCEPTION 'cannot suppress "%": not an email address', email
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO pw.suppressions (email, reason, source)
+    VALUES (pw.normalize_email(email), reason, 'pw.suppress')
+    ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added > 0;
+END
+$$;
+
+-- Reading server files and changing results is for roles granted it.
+REVOKE ALL ON FUNCTION pw.read_maillog(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.maillog_last_read() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.ingest_maillog(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.confirm_deliveries(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.create_writeback_index() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.suppress(text, text) FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pw.maillog_files', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.maillog_pending', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.maillog_daily', '');

@@ -1,0 +1,231 @@
+# Mail logs: path refusals, over-long and partial lines, rotation between
+# two calls, grants, and a backend killed in the middle of an ingest.
+use strict;
+use warnings;
+use File::Path qw(make_path);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use PwTest;
+
+my $base = PostgreSQL::Test::Utils::tempdir();
+my $logs = "$base/logs";
+my $outside = "$base/outside";
+make_path($logs, $outside);
+
+my $node = pw_node('maillog',
+	conf => "pw_deliverability.maillog_directory = '$logs'\nrestart_after_crash = on\n");
+$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+$node->safe_psql('postgres', q{
+    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                 mx_provider text, listmonk_sent_at timestamptz);
+    SELECT pw.create_writeback_index();
+});
+
+# Appends text to a file.
+sub append
+{
+	my ($path, $text) = @_;
+	open(my $fh, '>>', $path) or die "$path: $!";
+	print $fh $text;
+	close($fh);
+}
+
+# One delivery-status line.
+sub line
+{
+	my ($qid, $to, $status, $dsn) = @_;
+	$dsn //= $status eq 'sent' ? '2.0.0' : $status eq 'bounced' ? '5.1.1' : '4.4.1';
+	return "2024-03-01T10:00:00+00:00 mx1 postfix/smtp[42]: $qid: to=<$to>, relay=mx.example[192.0.2.1]:25, "
+	  . "delay=0.1, delays=0/0/0/0.1, dsn=$dsn, status=$status (reply)\n";
+}
+
+# --- path refusals -------------------------------------------------------
+append("$outside/secret.log", line('AAAAA11111', 'secret@x.test', 'sent'));
+append("$logs/real.log", line('AAAAA22222', 'real@x.test', 'sent'));
+symlink("$outside/secret.log", "$logs/escape.log") or die;
+symlink("$logs/real.log", "$logs/inside.log") or die;
+symlink($outside, "$logs/subdir") or die;
+
+my ($ret, $out, $err);
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('escape.log')");
+like($err, qr/outside pw_deliverability.maillog_directory/, 'symlink leading out refused');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('subdir/secret.log')");
+like($err, qr/outside pw_deliverability.maillog_directory/, 'directory symlink leading out refused');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('$logs/../outside/secret.log')");
+like($err, qr/outside pw_deliverability.maillog_directory/, '.. leading out refused');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('$outside/secret.log')");
+like($err, qr/outside pw_deliverability.maillog_directory/, 'absolute path outside refused');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('$logs')");
+like($err, qr/outside|not a regular file/, 'the directory itself is refused');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pw.read_maillog('inside.log')"), '1',
+	'symlink staying inside is read');
+is($node->safe_psql('postgres', "SELECT recipient FROM pw.read_maillog('$logs/real.log')"),
+	'real@x.test', 'absolute path inside is read');
+
+# --- over-long and partial lines --------------------------------------------
+append("$logs/long.log", line('BBBBB00001', 'before@x.test', 'sent'));
+append("$logs/long.log", "2024-03-01T10:00:00+00:00 mx1 postfix/smtp[42]: BBBBB00002: to=<" . ('x' x 70000) . "\@x.test>, status=sent (ok)\n");
+append("$logs/long.log", line('BBBBB00003', 'after@x.test', 'sent'));
+append("$logs/long.log", ('y' x 200000) . "\n");
+append("$logs/long.log", line('BBBBB00004', 'last@x.test', 'sent'));
+is($node->safe_psql('postgres',
+		"SELECT string_agg(recipient, ',' ORDER BY line_offset) FROM pw.read_maillog('long.log')"),
+	'before@x.test,after@x.test,last@x.test', 'over-long lines skipped, neighbours read');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pw.read_maillog('long.log');"
+		  . " SELECT lines, overlong, end_offset = " . (-s "$logs/long.log") . " FROM pw.maillog_last_read()"),
+	"3\n5|2|t", 'over-long lines counted');
+
+# a line still being written is left for the next call
+my $partial = line('CCCCC00001', 'partial@x.test', 'bounced');
+append("$logs/part.log", line('CCCCC00000', 'whole@x.test', 'sent'));
+append("$logs/part.log", substr($partial, 0, 60));
+is($node->safe_psql('postgres', "SELECT lines, events FROM pw.ingest_maillog('part.log')"),
+	'1|1', 'partial last line not consumed');
+append("$logs/part.log", substr($partial, 60));
+is($node->safe_psql('postgres', "SELECT lines, events, bounced FROM pw.ingest_maillog('part.log')"),
+	'1|1|1', 'completed line read once, from its start');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pw.suppressions WHERE email = 'partial\@x.test'"),
+	'1', 'the completed bounce is applied');
+
+# --- rotation between two calls ---------------------------------------------
+$node->safe_psql('postgres', q{INSERT INTO fmcsa_carriers (id, email, email_verify_result)
+    SELECT i, 'r' || i || '@x.test', 'catch_all_domain' FROM generate_series(1, 9) i});
+append("$logs/mail.log", line('DDDDD00001', 'r1@x.test', 'sent') . line('DDDDD00002', 'r2@x.test', 'deferred'));
+is($node->safe_psql('postgres', "SELECT files, events FROM pw.ingest_maillog('mail.log')"), '1|2',
+	'first call reads the file');
+# written after the call, then the file is rotated and a new one started
+append("$logs/mail.log", line('DDDDD00003', 'r3@x.test', 'bounced'));
+rename("$logs/mail.log", "$logs/mail.log.1") or die;
+append("$logs/mail.log", line('DDDDD00004', 'r4@x.test', 'sent') . line('DDDDD00005', 'r5@x.test', 'bounced'));
+is($node->safe_psql('postgres', "SELECT files, lines, events, sent, bounced FROM pw.ingest_maillog('mail.log')"),
+	'2|3|3|1|2', 'rotated file finished, then the new one read from its start');
+is($node->safe_psql('postgres', q{SELECT string_agg(email || '=' || sent_count || '/' || deferred_count || '/' || bounce_count, ',' ORDER BY email)
+    FROM pw.deliveries WHERE email ~ '^r\d@'}),
+	'r1@x.test=1/0/0,r2@x.test=0/1/0,r3@x.test=0/0/1,r4@x.test=1/0/0,r5@x.test=0/0/1',
+	'no line lost or read twice across rotation');
+is($node->safe_psql('postgres', "SELECT string_agg(id::text, ',' ORDER BY id) FROM fmcsa_carriers WHERE email_verify_result = 'hard_bounced'"),
+	'3,5', 'bounces from both files written back');
+is($node->safe_psql('postgres', "SELECT events FROM pw.ingest_maillog('mail.log')"), '0',
+	'nothing new after rotation');
+
+# rotated away with no path.1 (e.g. compressed already): a warning, then the new file
+append("$logs/mail.log", line('DDDDD00006', 'r6@x.test', 'sent'));
+unlink("$logs/mail.log.1");
+rename("$logs/mail.log", "$logs/mail.log.2") or die;
+append("$logs/mail.log", line('DDDDD00007', 'r7@x.test', 'sent'));
+($ret, $out, $err) = $node->psql('postgres', "SELECT files, events FROM pw.ingest_maillog('mail.log')");
+is($out, '1|1', 'new file read when the rotated one is gone');
+like($err, qr/rotated or truncated.*not ingested/s, 'lost lines are warned about');
+
+# copy-and-truncate: same inode, smaller than the offset
+truncate("$logs/mail.log", 0) or die;
+append("$logs/mail.log", line('DDDDD00008', 'z@x.test', 'sent'));
+($ret, $out, $err) = $node->psql('postgres', "SELECT files, events FROM pw.ingest_maillog('mail.log')");
+is($out, '1|1', 'truncated file read from its start');
+
+# --- grants ------------------------------------------------------------------
+$node->safe_psql('postgres', q{
+    CREATE ROLE ingester LOGIN;
+    CREATE ROLE stranger LOGIN;
+    GRANT USAGE ON SCHEMA pw TO ingester, stranger;
+    GRANT EXECUTE ON FUNCTION pw.read_maillog(text, bigint), pw.maillog_last_read(),
+        pw.ingest_maillog(text), pw.confirm_deliveries(interval) TO ingester;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pw.maillog_files, pw.maillog_pending, pw.deliveries,
+        pw.maillog_daily, pw.suppressions TO ingester;
+    GRANT SELECT ON pw.carriers_config TO ingester;
+    GRANT SELECT, UPDATE ON fmcsa_carriers TO ingester;
+});
+append("$logs/grant.log", line('EEEEE00001', 'r9@x.test', 'bounced'));
+($ret, $out, $err) = $node->psql('postgres', "SELECT events FROM pw.ingest_maillog('grant.log')",
+	extra_params => [ '-U', 'stranger' ]);
+like($err, qr/permission denied for function ingest_maillog/, 'ingest refused without a grant');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('grant.log')",
+	extra_params => [ '-U', 'stranger' ]);
+like($err, qr/permission denied for function read_maillog/, 'read refused without a grant');
+($ret, $out, $err) = $node->psql('postgres', "SELECT events, carriers_bounced FROM pw.ingest_maillog('grant.log')",
+	extra_params => [ '-U', 'ingester' ]);
+is($out, '1|1', 'a granted role ingests and writes back');
+($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('escape.log')",
+	extra_params => [ '-U', 'ingester' ]);
+like($err, qr/outside pw_deliverability.maillog_directory/, 'a granted role is still confined');
+($ret, $out, $err) = $node->psql('postgres', "SET pw_deliverability.maillog_directory = '/'",
+	extra_params => [ '-U', 'ingester' ]);
+like($err, qr/permission denied to set parameter/, 'only a superuser sets the directory');
+
+# --- a backend killed mid-ingest, then a re-ingest ---------------------------
+my $big = "$logs/big.log";
+system_or_bail("perl " . pw_srcdir() . "/test/gen_maillog.pl 400000 7 rfc3339 > $big");
+$node->safe_psql('postgres', 'CREATE DATABASE ref');
+$node->safe_psql('postgres', 'CREATE DATABASE victim');
+for my $db (qw(ref victim))
+{
+	$node->safe_psql($db, q{
+        CREATE EXTENSION pw_deliverability;
+        CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                     mx_provider text, listmonk_sent_at timestamptz);
+        INSERT INTO fmcsa_carriers SELECT u, 'u' || u || '@d' || (u % 50) || '.test',
+            'catch_all_domain', 'mx:d' || (u % 7) || '.test', NULL
+          FROM generate_series(0, 1999999, 3) u;
+        SELECT pw.create_writeback_index();
+    });
+}
+my $digest = q{SELECT md5(concat_ws('#',
+    (SELECT string_agg(concat_ws('|', id, email_verify_result), ',' ORDER BY id) FROM fmcsa_carriers
+      WHERE email_verify_result <> 'catch_all_domain'),
+    (SELECT string_agg(d::text, ',' ORDER BY email) FROM pw.deliveries d),
+    (SELECT string_agg(s::text, ',' ORDER BY email) FROM pw.suppressions s),
+    (SELECT string_agg(m::text, ',' ORDER BY day, mx_provider) FROM pw.maillog_daily m),
+    (SELECT string_agg(p::text, ',' ORDER BY queue_id, email) FROM pw.maillog_pending p),
+    (SELECT string_agg(concat_ws('|', "offset", lines, events), ',') FROM pw.maillog_files)))};
+my $ref_counts = $node->safe_psql('ref', "SELECT lines, events, bounced, carriers_bounced FROM pw.ingest_maillog('big.log')");
+note("reference ingest: $ref_counts");
+my $ref = $node->safe_psql('ref', $digest);
+
+# Starts an ingest in the background, kills its backend once it is running,
+# and checks that nothing of it was applied.
+sub kill_mid_ingest
+{
+	my ($how) = @_;
+	my ($stdout, $stderr) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-d', $node->connstr('victim'), '-c', "SELECT events FROM pw.ingest_maillog('big.log')" ],
+		'>', \$stdout, '2>', \$stderr);
+	my $pid = '';
+	for (1 .. 200)
+	{
+		$pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE datname = 'victim' AND state = 'active' AND query ~ 'ingest_maillog'");
+		last if $pid ne '';
+		usleep(20_000);
+	}
+	ok($pid ne '', "$how: ingest running in backend $pid");
+	usleep(300_000);
+	if ($how eq 'terminate')
+	{
+		$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	}
+	else
+	{
+		kill 'KILL', $pid;
+	}
+	$h->finish;
+	like($stderr, qr/terminat|server closed the connection|connection to server was lost/i,
+		"$how: the ingest did not finish");
+	$node->poll_query_until('victim', 'SELECT true') or die;
+	is($node->safe_psql('victim', 'SELECT count(*) FROM pw.maillog_files') . '/'
+		  . $node->safe_psql('victim', 'SELECT count(*) FROM pw.deliveries'),
+		'0/0', "$how: nothing of the killed ingest was applied");
+}
+kill_mid_ingest('terminate');
+kill_mid_ingest('SIGKILL');
+is($node->safe_psql('victim', "SELECT lines, events, bounced, carriers_bounced FROM pw.ingest_maillog('big.log')"),
+	$ref_counts, 're-ingest after the kills reads the whole file');
+is($node->safe_psql('victim', $digest), $ref, 'same end state as an uninterrupted ingest');
+is($node->safe_psql('victim', "SELECT events FROM pw.ingest_maillog('big.log')"), '0',
+	'and ingesting again changes nothing');
+is($node->safe_psql('victim', $digest), $ref, 'end state unchanged');
+
+$node->stop;
+done_testing();
