@@ -1,0 +1,241 @@
+#!/usr/bin/perl
+# The demo's loopback network: a DNS server answering for the sample domains,
+# an SMTP receiver standing in for the recipients' MX hosts, and a private
+# Postfix relaying everything to that receiver.  All on 127.0.0.1, on free
+# ports chosen now.
+#
+#   test/demo_net.pl WORKDIR DOMAINS_TSV
+#
+# DOMAINS_TSV holds "domain<TAB>true_label<TAB>mx_host" lines (mx_host empty:
+# the domain cannot receive mail; every other such domain gets a null MX, the
+# rest NXDOMAIN).  Once everything listens, WORKDIR/net.env is written
+# (DNS_SERVERS, SMTP_PORT, RECEIVER_PORT, MAILLOG) and the script waits.  It
+# stops everything it started on SIGTERM, SIGINT or SIGHUP, and by itself
+# when the process that started it goes away.
+#
+# The receiver decides per recipient, deterministically (a hash of the
+# address): most are accepted, some rejected with 550 5.1.1, some greylisted
+# once (450, accepted on Postfix's retry).  Yahoo's MX hosts reject more, as
+# in the seeds' "pull back if Yahoo spikes".  Every decision is appended to
+# WORKDIR/receiver.log ("address decision").
+use strict;
+use warnings;
+use Digest::MD5 qw(md5);
+use File::Basename qw(dirname);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(usleep);
+
+my ($work, $domains_file) = @ARGV;
+die "usage: $0 WORKDIR DOMAINS_TSV\n" unless defined $domains_file && -d $work;
+
+# PwDns and PwPostfix are written for the TAP suite and take two things from
+# PostgreSQL's test modules: a free port and a scratch directory.  Provide
+# those here instead of loading the test framework (which would take over
+# STDOUT for a test log).
+BEGIN
+{
+	$INC{'PostgreSQL/Test/Utils.pm'} = __FILE__;
+	$INC{'PostgreSQL/Test/Cluster.pm'} = __FILE__;
+}
+
+package PostgreSQL::Test::Utils;
+our $tmp_check;
+
+package PostgreSQL::Test::Cluster;
+
+# A TCP and UDP port free on 127.0.0.1 right now.
+sub get_free_port
+{
+	for (1 .. 50)
+	{
+		my $t = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+			Proto => 'tcp', Listen => 1) or next;
+		my $port = $t->sockport;
+		my $u = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+			Proto => 'udp');
+		close $t;
+		next unless $u;
+		close $u;
+		return $port;
+	}
+	die "no free port on 127.0.0.1";
+}
+
+package main;
+
+use lib dirname(__FILE__) . '/lib';
+use PwDns;
+use PwPostfix;
+
+$PostgreSQL::Test::Utils::tmp_check = $work;
+my $parent = getppid();
+my ($dns, $postfix, $receiver_pid);
+
+# Stops whatever has been started (idempotent).
+sub shutdown_all
+{
+	if ($postfix)
+	{
+		$postfix->stop;
+		# the queue belongs to the namespace's postfix user: remove it there
+		eval { $postfix->_ns("rm -rf '$work/postfix-queue' '$work/postfix-data'") };
+		$postfix = undef;
+	}
+	if ($receiver_pid)
+	{
+		kill 'TERM', $receiver_pid;
+		waitpid($receiver_pid, 0);
+		$receiver_pid = undef;
+	}
+	$dns->stop if $dns;
+	$dns = undef;
+}
+
+my $stop = 0;
+$SIG{$_} = sub { $stop = 1 } for qw(TERM INT HUP);
+END { shutdown_all() if $$ == ($main::owner // 0); }
+our $owner = $$;
+
+# The sample domains: bulk MX answers, null MX / NXDOMAIN for dead ones.
+my (%bulk, %records, %label_of);
+open(my $dfh, '<', $domains_file) or die "$domains_file: $!";
+my $dead = 0;
+while (<$dfh>)
+{
+	chomp;
+	my ($domain, $label, $mx) = split /\t/;
+	$label_of{$domain} = $label;
+	if (defined $mx && $mx ne '' && $mx ne '\N')
+	{
+		$bulk{$domain} = $mx;
+	}
+	elsif ($dead++ % 2 == 0)
+	{
+		$records{$domain} = { MX => [ [ 0, '.' ] ] };
+	}
+}
+close $dfh;
+
+die "cannot run a private Postfix here: $@\n" unless PwPostfix::available();
+
+$dns = PwDns->start(records => \%records, bulk => \%bulk);
+
+# The receiver: one process accepting connections, a child per session.
+my $decisions = "$work/receiver.log";
+my $greydir = "$work/greylist";
+mkdir $greydir;
+my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+	Proto => 'tcp', Listen => 64, ReuseAddr => 1) or die "receiver: $!";
+my $receiver_port = $listen->sockport;
+$receiver_pid = fork();
+die "fork: $!" unless defined $receiver_pid;
+if ($receiver_pid == 0)
+{
+	$SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
+	$SIG{CHLD} = 'IGNORE';
+	while (my $c = $listen->accept)
+	{
+		my $child = fork();
+		if (defined $child && $child == 0)
+		{
+			serve($c);
+			POSIX::_exit(0);
+		}
+		close $c;
+	}
+	POSIX::_exit(0);
+}
+close $listen;
+
+my $maillog = "$work/maillog/mail.log";
+mkdir "$work/maillog";
+$postfix = PwPostfix->new(base => $work, maillog => $maillog,
+	relay_port => $receiver_port, queue_lifetime => '60s');
+
+open(my $env, '>', "$work/net.env.tmp") or die $!;
+print $env "DNS_SERVERS=" . $dns->servers . "\n";
+print $env "SMTP_PORT=$postfix->{smtpd_port}\n";
+print $env "RECEIVER_PORT=$receiver_port\n";
+print $env "MAILLOG=$maillog\n";
+close $env;
+rename("$work/net.env.tmp", "$work/net.env") or die $!;
+
+while (!$stop && getppid() == $parent)
+{
+	usleep(200_000);
+}
+shutdown_all();
+exit 0;
+
+# What the receiver answers to RCPT TO <$rcpt>.
+sub decide
+{
+	my ($rcpt) = @_;
+	my $addr = lc $rcpt;
+	return ('accept', "250 2.1.5 Ok") if $addr =~ /\@burner\.test$/;
+	my ($domain) = $addr =~ /\@(.*)$/;
+	my $label = $label_of{ $domain // '' } // '';
+	my $h = unpack('N', md5($addr)) / 4294967296;
+	my $reject = $label eq 'mx:yahoodns.net' ? 0.40 : 0.10;
+	if ($h < $reject)
+	{
+		return ('reject', "550 5.1.1 <$rcpt>: Recipient address rejected: User unknown");
+	}
+	if ($h >= 0.90)
+	{
+		my $mark = "$greydir/" . unpack('H*', md5($addr));
+		if (!-e $mark)
+		{
+			if (open(my $m, ">", $mark)) { close $m; }
+			return ('greylist', "450 4.7.1 <$rcpt>: Recipient address rejected: Greylisted, try again later");
+		}
+		return ('accept-after-greylist', "250 2.1.5 Ok");
+	}
+	return ('accept', "250 2.1.5 Ok");
+}
+
+# One SMTP session of the receiver.
+sub serve
+{
+	my ($c) = @_;
+	$c->autoflush(1);
+	print $c "220 mx.loopback ESMTP\r\n";
+	while (my $line = <$c>)
+	{
+		$line =~ s/\r?\n$//;
+		if ($line =~ /^(EHLO|HELO)\b/i)
+		{
+			print $c "250-mx.loopback\r\n250 8BITMIME\r\n";
+		}
+		elsif ($line =~ /^RCPT TO:\s*<([^>]*)>/i)
+		{
+			my ($what, $reply) = decide($1);
+			if (open(my $log, '>>', $decisions))
+			{
+				print $log lc($1) . " $what\n";
+				close $log;
+			}
+			print $c "$reply\r\n";
+		}
+		elsif ($line =~ /^DATA/i)
+		{
+			print $c "354 End data with <CR><LF>.<CR><LF>\r\n";
+			while (my $d = <$c>)
+			{
+				last if $d =~ /^\.\r?\n$/;
+			}
+			print $c "250 2.0.0 Ok: queued\r\n";
+		}
+		elsif ($line =~ /^QUIT/i)
+		{
+			print $c "221 2.0.0 Bye\r\n";
+			last;
+		}
+		else
+		{
+			print $c "250 2.0.0 Ok\r\n";
+		}
+	}
+	close $c;
+}
