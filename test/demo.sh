@@ -136,6 +136,15 @@ SELECT d AS day, sum(selected) AS selected, count(*) FILTER (WHERE selected > 0)
   FROM unnest(ARRAY[17, 45]) d, pw.selection_composition(2400, 'default', d)
  GROUP BY d ORDER BY d"
 
+has_brake=$(psql_v -c "SELECT to_regclass('pw.braked_operators') IS NOT NULL")
+has_report=$(psql_v -c "SELECT to_regproc('pw.report') IS NOT NULL")
+if [ "$has_brake" = t ]; then
+	# one batch gives each operator tens of outcomes, not the default
+	# minimum sample of the brake
+	psql_q -c "UPDATE pw.profiles SET brake_min_sample = 10"
+	echo "(demo: the reputation brake judges an operator from 10 outcomes instead of 50)"
+fi
+
 step "verification batch: $BATCH carriers, profile verify, day $VDAY, claimed"
 psql_q -c "
 CREATE TABLE demo_before AS
@@ -190,21 +199,25 @@ psql_q -c "SELECT mx_provider AS operator, pw.operator_class(mx_provider) AS cla
              FROM pw.operator_outcomes
             WHERE day = current_date AND mx_provider <> '(not a carrier)'
             ORDER BY sent + bounced + deferred DESC, bounce_rate DESC, 1 LIMIT 10"
-has_brake=$(psql_v -c "SELECT to_regclass('pw.braked_operators') IS NOT NULL")
-has_report=$(psql_v -c "SELECT to_regprocedure('pw.report()') IS NOT NULL")
 if [ "$has_brake" = t ]; then
 	echo "braked operators (pw.braked_operators):"
-	psql_q -c "SELECT * FROM pw.braked_operators"
+	psql_q -c "SELECT * FROM pw.braked_operators ORDER BY profile, operator"
 	braked=$(psql_v -c "SELECT count(*) FROM pw.braked_operators")
+	echo "the brake in the next runs (selection_composition: braked buckets):"
+	psql_q -c "
+SELECT p AS profile, bucket, operator_class AS class, allowance, brake, brake_reason
+  FROM unnest(ARRAY['default', 'verify']) p,
+       pw.selection_composition(2400, p, CASE p WHEN 'verify' THEN $VDAY ELSE 45 END)
+ WHERE brake IS NOT NULL ORDER BY 1, 2"
 else
-	echo "braked operators: no reputation brake installed (pw.braked_operators missing)"
+	echo "braked operators: no reputation brake in this build (pw.braked_operators missing)"
 	braked=-
 fi
 if [ "$has_report" = t ]; then
 	echo "pw.report():"
 	psql_q -c "SELECT * FROM pw.report()"
 fi
-echo "the next verification run (day $VDAY) would now take:"
+echo "the next verification run (day $VDAY) would take:"
 psql_q -c "
 SELECT coalesce(operator_class, 'untagged') AS class, sum(available) AS available,
        sum(allowance) AS allowance, sum(selected) AS selected

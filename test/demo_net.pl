@@ -14,9 +14,10 @@
 # when the process that started it goes away.
 #
 # The receiver decides per recipient, deterministically (a hash of the
-# address): most are accepted, some rejected with 550 5.1.1, some greylisted
-# once (450, accepted on Postfix's retry).  Yahoo's MX hosts reject more, as
-# in the seeds' "pull back if Yahoo spikes".  Every decision is appended to
+# address): most are accepted, 3% rejected with 550 5.1.1, 8% greylisted
+# once (450, accepted on Postfix's retry).  Yahoo's MX hosts reject 40%, as
+# in the seeds' "pull back if Yahoo spikes"; Microsoft's defer 40% (rate
+# limiting).  Every decision is appended to
 # WORKDIR/receiver.log ("address decision").
 use strict;
 use warnings;
@@ -177,12 +178,13 @@ sub decide
 	my ($domain) = $addr =~ /\@(.*)$/;
 	my $label = $label_of{ $domain // '' } // '';
 	my $h = unpack('N', md5($addr)) / 4294967296;
-	my $reject = $label eq 'mx:yahoodns.net' ? 0.40 : 0.10;
+	my $reject = $label eq 'mx:yahoodns.net' ? 0.40 : 0.03;
+	my $greylist = $label eq 'microsoft' ? 0.40 : 0.08;
 	if ($h < $reject)
 	{
 		return ('reject', "550 5.1.1 <$rcpt>: Recipient address rejected: User unknown");
 	}
-	if ($h >= 0.90)
+	if ($h >= 1 - $greylist)
 	{
 		my $mark = "$greydir/" . unpack('H*', md5($addr));
 		if (!-e $mark)
