@@ -68,6 +68,16 @@ is($s{hard_bounced_added}, $s{receiver_rejected}, 'each rejection became hard_bo
 is($s{suppressed_added}, $s{receiver_rejected}, 'each rejection was suppressed');
 is($s{send_confirmed_added}, $batch - $s{receiver_rejected},
 	'every other recipient (greylisted ones included) became send_confirmed');
+SKIP:
+{
+	skip 'no reputation brake in this build', 3 if ($s{braked} // '-') eq '-';
+	cmp_ok($s{braked}, '>=', 2, 'operators braked');
+	like($out, qr/^ default \| mx:yahoodns\.net .*\| paused \| bounce rate/m,
+		'Yahoo\'s rejections pause it for the campaign');
+	like($out, qr/^ verify  \| microsoft .*\| slowed \| deferral rate/m,
+		'Microsoft\'s deferrals slow down the verification stream');
+}
+like($out, qr/^pw\.report\(\)/m, 'pw.report() shown') if $out =~ /pw\.braked_operators\):/;
 if (defined $work)
 {
 	ok(!-e $work, 'the demo directory is removed');
