@@ -29,7 +29,7 @@ NETPID=
 T0=$(date +%s%N)
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
-step() { printf '\n== [%6.1f s] %s\n' "$(echo "$(ms_since "$T0")" | awk '{print $1 / 1000}')" "$*"; }
+step() { printf '\n== [%s s] %s\n' "$(awk -v ms="$(ms_since "$T0")" 'BEGIN { printf "%6.1f", ms / 1000 }')" "$*"; }
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 -P footer=off "$@"; }
 psql_v() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
@@ -117,6 +117,7 @@ SELECT count(*) AS tagged_now,
 step "selection: a day-17 run and a day-45 run of 2,400 (profile default)"
 psql_q -c "SELECT pw.create_selection_indexes('default'), pw.create_selection_indexes('verify'),
                   pw.create_writeback_index()" >/dev/null
+echo "per operator bucket (the 16 taking most), selected / allowance:"
 psql_q -c "
 SELECT coalesce(a.bucket, b.bucket) AS bucket,
        coalesce(a.operator_class, b.operator_class) AS class,
@@ -128,6 +129,7 @@ SELECT coalesce(a.bucket, b.bucket) AS bucket,
  ORDER BY coalesce(b.selected, 0) + coalesce(a.selected, 0) DESC,
           coalesce(a.available, b.available) DESC, 1
  LIMIT 16"
+echo "per run:"
 psql_q -c "
 SELECT d AS day, sum(selected) AS selected, count(*) FILTER (WHERE selected > 0) AS operators,
        coalesce(sum(selected) FILTER (WHERE operator_class = 'big'), 0) AS big,
