@@ -475,6 +475,10 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
 				 errmsg("mail log \"%s\" does not exist", canon)));
+	if (!S_ISREG(sb.st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("mail log \"%s\" is not a regular file", canon)));
 
 	if (have_state && (int64) sb.st_dev == st_dev && (int64) sb.st_ino == st_inode &&
 		(int64) sb.st_size >= st_offset &&

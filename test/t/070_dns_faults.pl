@@ -226,6 +226,27 @@ for my $i (0 .. $#q)
 	$cur-- if $endline{$k} == $i;
 }
 ok($max <= $conc && $max > $conc / 4, "dns_concurrency honoured: at most $max of $conc queries in flight");
+# --- disk full on the tagging state ---------------------------------------------
+# a trigger raising ERRCODE_DISK_FULL stands in for a full disk on the cache,
+# then on the carriers: the run fails cleanly and writes nothing
+$node->safe_psql('postgres', q{
+    CREATE FUNCTION public.disk_full() RETURNS trigger LANGUAGE plpgsql AS
+      $$BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100'; END$$;
+    INSERT INTO fmcsa_carriers (id, email, email_verify_result) VALUES (1, 'a@nx-extra.test', 'smtp_valid');
+});
+for my $t ([ 'pw.mx_domains', 'INSERT' ], [ 'public.fmcsa_carriers', 'UPDATE' ])
+{
+	my ($table, $op) = @$t;
+	$node->safe_psql('postgres', "CREATE TRIGGER disk_full BEFORE $op ON $table FOR EACH ROW EXECUTE FUNCTION public.disk_full()");
+	($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$set3 SELECT pw.mx_tag()");
+	like($err, qr/53100: could not extend file/, "disk full on $table: mx_tag fails with 53100");
+	is($node->safe_psql('postgres', q{SELECT count(*) FROM pw.mx_domains WHERE domain = 'nx-extra.test'}) . '/'
+		  . $node->safe_psql('postgres', 'SELECT count(*) FROM fmcsa_carriers WHERE mx_provider IS NULL'),
+		'0/1', "disk full on $table: nothing cached, nothing tagged");
+	$node->safe_psql('postgres', "DROP TRIGGER disk_full ON $table");
+}
+is($node->safe_psql('postgres', "$set3 SELECT looked_up, \"none\", carriers_updated FROM pw.mx_tag()"), '1|1|1',
+	'space again: the domain is looked up and its carrier tagged');
 no_crash('10k domains with drops');
 
 $dns->stop;
