@@ -16,7 +16,9 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
@@ -24,6 +26,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -37,6 +40,9 @@ PG_FUNCTION_INFO_V1(pw_create_writeback_index);
 
 /* How long a deferred recipient waits for its queue id's expiry line */
 #define PENDING_WINDOW "30 days"
+
+/* Bytes before the stored offset kept to recognise the file (tail column) */
+#define TAIL_BYTES 256
 
 /* One stretch of a file to read. */
 typedef struct Segment
@@ -129,6 +135,69 @@ StatPath(const char *path, struct stat *sb)
 			(errcode_for_file_access(),
 			 errmsg("could not stat mail log \"%s\": %m", path)));
 	return false;
+}
+
+/*
+ * The (up to TAIL_BYTES) bytes of a file just before offset, or NULL when
+ * offset is 0, the file is shorter, or it is no longer the file (dev, inode)
+ * it was.
+ */
+static bytea *
+ReadTail(const char *path, int64 offset, uint64 dev, uint64 inode)
+{
+	int			len = (int) Min(offset, (int64) TAIL_BYTES);
+	bytea	   *tail;
+	struct stat sb;
+	ssize_t		n;
+	int			fd;
+
+	if (len <= 0)
+		return NULL;
+	fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open mail log \"%s\": %m", path)));
+	if (fstat(fd, &sb) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat mail log \"%s\": %m", path)));
+	tail = palloc(VARHDRSZ + len);
+	n = pread(fd, VARDATA(tail), len, (off_t) (offset - len));
+	if (n < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read mail log \"%s\": %m", path)));
+	CloseTransientFile(fd);
+	if (n != len || (uint64) sb.st_dev != dev || (uint64) sb.st_ino != inode)
+	{
+		pfree(tail);
+		return NULL;
+	}
+	SET_VARSIZE(tail, VARHDRSZ + len);
+	return tail;
+}
+
+/*
+ * Whether the bytes of a file before offset are still those stored (a file
+ * reusing the inode, or the file truncated and written past the offset
+ * again, differ).  True when nothing was stored.
+ */
+static bool
+TailMatches(const char *path, int64 offset, uint64 dev, uint64 inode,
+			const bytea *stored)
+{
+	bytea	   *now;
+	bool		same;
+
+	if (stored == NULL || offset == 0)
+		return true;
+	now = ReadTail(path, offset, dev, inode);
+	same = now != NULL && VARSIZE_ANY_EXHDR(now) == VARSIZE_ANY_EXHDR(stored) &&
+		memcmp(VARDATA_ANY(now), VARDATA_ANY(stored), VARSIZE_ANY_EXHDR(now)) == 0;
+	if (now != NULL)
+		pfree(now);
+	return same;
 }
 
 /* Reads one segment into the staging table through pw.read_maillog(). */
@@ -354,13 +423,17 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[13];
 	bool		nulls[13] = {0};
-	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, INT8OID};
-	Datum		args[4];
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, INT8OID, BYTEAOID};
+	Datum		args[5];
+	bool		argnulls[5] = {0};
+	char		argn[6];
 	struct stat sb;
 	bool		have_state = false;
 	int64		st_dev = 0,
 				st_inode = 0,
 				st_offset = 0;
+	bytea	   *st_tail = NULL;
+	bytea	   *new_tail;
 	Segment		segs[2];
 	int			nsegs = 0;
 	MemoryContext callerctx = CurrentMemoryContext;
@@ -377,7 +450,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(canon);
 	Exec("INSERT INTO pw.maillog_files (path, dev, inode) VALUES ($1, -1, -1)"
 		 " ON CONFLICT (path) DO NOTHING", 1, types, args, SPI_OK_INSERT);
-	Exec("SELECT dev, inode, \"offset\" FROM pw.maillog_files WHERE path = $1 FOR UPDATE",
+	Exec("SELECT dev, inode, \"offset\", tail FROM pw.maillog_files WHERE path = $1 FOR UPDATE",
 		 1, types, args, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
@@ -388,6 +461,13 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		st_dev = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		st_inode = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		st_offset = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		{
+			Datum		t = SPI_getbinval(tup, desc, 4, &isnull);
+
+			/* copied out of SPI's memory: it outlives the next statements */
+			if (!isnull)
+				st_tail = DatumGetByteaPCopy(t);
+		}
 		have_state = !(st_dev == -1 && st_inode == -1);
 	}
 
@@ -395,9 +475,14 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
 				 errmsg("mail log \"%s\" does not exist", canon)));
+	if (!S_ISREG(sb.st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("mail log \"%s\" is not a regular file", canon)));
 
 	if (have_state && (int64) sb.st_dev == st_dev && (int64) sb.st_ino == st_inode &&
-		(int64) sb.st_size >= st_offset)
+		(int64) sb.st_size >= st_offset &&
+		TailMatches(canon, st_offset, (uint64) sb.st_dev, (uint64) sb.st_ino, st_tail))
 	{
 		/* the same file, grown or not */
 		segs[nsegs++] = (Segment) {canon, st_offset, (uint64) sb.st_dev, (uint64) sb.st_ino};
@@ -411,14 +496,15 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 			struct stat rsb;
 
 			if (StatPath(rotated, &rsb) && (int64) rsb.st_dev == st_dev &&
-				(int64) rsb.st_ino == st_inode)
+				(int64) rsb.st_ino == st_inode && (int64) rsb.st_size >= st_offset &&
+				TailMatches(rotated, st_offset, (uint64) rsb.st_dev, (uint64) rsb.st_ino, st_tail))
 				segs[nsegs++] = (Segment) {MaillogResolvePath(rotated), st_offset,
 					(uint64) rsb.st_dev, (uint64) rsb.st_ino};
 			else
 				ereport(WARNING,
 						(errmsg("mail log \"%s\" was rotated or truncated and the old file is not \"%s\"",
 								canon, rotated),
-						 errdetail("Lines written to the old file after offset " INT64_FORMAT " were not ingested.",
+						 errdetail("Lines written to the old file after offset " INT64_FORMAT " were not ingested, nor any file rotated out between the two calls.",
 								   st_offset),
 						 errhint("Ingest more often than the log rotates; rotation must rename the file, not copy and truncate it.")));
 		}
@@ -431,15 +517,23 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	ApplyBatch(&carriers, &counts);
 
+	/* what the file holds before the new offset, to recognise it next time */
+	new_tail = ReadTail(canon, counts.end_offset, (uint64) sb.st_dev, (uint64) sb.st_ino);
 	args[1] = Int64GetDatum((int64) sb.st_dev);
 	args[2] = Int64GetDatum((int64) sb.st_ino);
 	args[3] = Int64GetDatum(counts.end_offset);
-	Exec(psprintf("UPDATE pw.maillog_files SET dev = $2, inode = $3, \"offset\" = $4,"
+	args[4] = new_tail ? PointerGetDatum(new_tail) : (Datum) 0;
+	argnulls[4] = new_tail == NULL;
+	for (int i = 0; i < 5; i++)
+		argn[i] = argnulls[i] ? 'n' : ' ';
+	argn[5] = '\0';
+	if (SPI_execute_with_args(psprintf("UPDATE pw.maillog_files SET dev = $2, inode = $3, \"offset\" = $4, tail = $5,"
 				  " lines = lines + " INT64_FORMAT ", events = events + " INT64_FORMAT ","
 				  " unparsed = unparsed + " INT64_FORMAT ", overlong = overlong + " INT64_FORMAT ","
 				  " updated_at = now() WHERE path = $1",
 				  counts.lines, counts.events, counts.unparsed, counts.overlong),
-		 4, types, args, SPI_OK_UPDATE);
+							  5, types, args, argn, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "pw.ingest_maillog: could not update pw.maillog_files");
 	SPI_finish();
 
 	MemoryContextSwitchTo(callerctx);

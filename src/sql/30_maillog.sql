@@ -25,12 +25,15 @@ LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'pw_maillog_last_read';
 
 -- Where ingestion of each log file stands: the file (device, inode) and the
--- offset after the last line applied, with running totals.
+-- offset after the last line applied, with running totals.  "tail" tells a
+-- file apart from another one that reuses the inode, or from the same file
+-- truncated and written past the offset again.
 CREATE TABLE pw.maillog_files (
     path        text PRIMARY KEY,
     dev         bigint NOT NULL,
     inode       bigint NOT NULL,
     "offset"    bigint NOT NULL DEFAULT 0 CONSTRAINT maillog_files_offset_nonnegative CHECK ("offset" >= 0),
+    tail        bytea,      -- the bytes just before "offset" (up to 256): recognises the file
     lines       bigint NOT NULL DEFAULT 0,
     events      bigint NOT NULL DEFAULT 0,
     unparsed    bigint NOT NULL DEFAULT 0,
