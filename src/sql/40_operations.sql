@@ -115,3 +115,122 @@ RETURNS TABLE (bucket text, operator_class text, available bigint, allowance big
                selected bigint, brake text, brake_reason text)
 LANGUAGE c STABLE ROWS 100
 AS 'MODULE_PATHNAME', 'pw_selection_composition';
+
+-- ---------------------------------------------------------------------------
+-- Reporting
+-- ---------------------------------------------------------------------------
+
+-- The daily loop at a glance, for one campaign profile and every
+-- verification profile, one row per figure:
+--   pool          per result of the profile's pool and operator class: unsent
+--                 candidates (count) of all carriers with that result (total)
+--   backlog       the MX-tagging backlog (pw.mx_backlog), one row per figure
+--   today         per operator: sent today by the profile (count) against its
+--                 daily cap on today's warmup day (total), brake in note
+--   outcomes      per operator, over the profile's brake window: outcomes
+--                 (count), bounce and deferral rates, brake in note
+--   verification  per verification profile (note): carriers it sent to that
+--                 became hard_bounced or send_confirmed, those still awaiting
+--                 an outcome, and per result of its pool those still unsent
+-- Operator classes: the class of the operator, '(untagged)' for carriers
+-- without mx_provider, '(no mx)' for mx_provider 'none'.
+CREATE FUNCTION pw.report(profile text DEFAULT 'default')
+RETURNS TABLE (section text, item text, op_class text, count bigint, total bigint,
+               bounce_rate numeric, deferral_rate numeric, note text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+$$
+DECLARE
+    p      pw.profiles;
+    v      pw.profiles;
+    cc     record;
+    vc     record;
+    pool   text[];
+    vday   integer;
+    b      record;
+BEGIN
+    SELECT * INTO p FROM pw.profiles WHERE name = report.profile;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'send profile "%" does not exist', report.profile
+            USING ERRCODE = 'undefined_object', HINT = 'Profiles are the rows of pw.profiles.';
+    END IF;
+    SELECT * INTO cc FROM pw.carriers_check(p.sent_column);
+    pool := pw.profile_pool(p.name);
+    vday := (current_date - p.warmup_start) + 1;
+
+    -- the pool: per result and operator class, unsent of all
+    RETURN QUERY EXECUTE format(
+        'SELECT ''pool''::text, g.r, g.cls, sum(g.unsent)::bigint, sum(g.n)::bigint,'
+        '       NULL::numeric, NULL::numeric, NULL::text'
+        '  FROM (SELECT x.r, CASE WHEN x.mx IS NULL THEN ''(untagged)'' WHEN x.mx = ''none'' THEN ''(no mx)'''
+        '                         ELSE pw.operator_class(x.mx) END AS cls, x.n, x.unsent'
+        '          FROM (SELECT c.%2$s::text AS r, c.%3$s::text AS mx, count(*) AS n,'
+        '                       count(*) FILTER (WHERE c.%4$s IS NULL) AS unsent'
+        '                  FROM %1$s c WHERE c.%2$s = ANY ($1) GROUP BY 1, 2) x) g'
+        ' GROUP BY 2, 3 ORDER BY 2, 3',
+        cc.relation, cc.result_column, cc.mx_column, cc.sent_column_checked)
+        USING pool;
+
+    -- the tagging backlog
+    RETURN QUERY
+        SELECT 'backlog'::text, k.item, NULL::text, k.n, NULL::bigint, NULL::numeric,
+               NULL::numeric, NULL::text
+          FROM pw.mx_backlog m,
+               LATERAL (VALUES (1, 'untagged_carriers', m.untagged_carriers),
+                               (2, 'untagged_domains', m.untagged_domains),
+                               (3, 'unresolved_domains', m.unresolved_domains),
+                               (4, 'failing_domains', m.failing_domains),
+                               (5, 'due_domains', m.due_domains)) AS k(o, item, n)
+         ORDER BY k.o;
+
+    -- today's sends per operator against the day's caps
+    RETURN QUERY EXECUTE format(
+        'SELECT ''today''::text, coalesce(t.mx, ''__null__''),'
+        '       CASE WHEN t.mx IS NULL THEN ''(untagged)'' ELSE pw.operator_class(t.mx) END,'
+        '       t.n, CASE WHEN t.mx IS NOT NULL THEN pw.daily_cap($1, t.mx, $2)::bigint END,'
+        '       NULL::numeric, NULL::numeric, b.action'
+        '  FROM (SELECT c.%2$s::text AS mx, count(*) AS n FROM %1$s c'
+        '         WHERE c.%3$s >= current_date AND c.%3$s < current_date + 1 GROUP BY 1) t'
+        '  LEFT JOIN pw.brake_status($1) b ON b.operator = coalesce(t.mx, ''(untagged)'')'
+        ' ORDER BY 2',
+        cc.relation, cc.mx_column, cc.sent_column_checked)
+        USING p.name, vday;
+
+    -- outcomes per operator over the brake window
+    RETURN QUERY
+        SELECT 'outcomes'::text, s.operator, s.op_class, s.sample, NULL::bigint,
+               s.bounce_rate, s.deferral_rate, coalesce(s.action || ': ' || s.reason, 'ok')
+          FROM pw.brake_status(p.name) s
+         ORDER BY s.operator;
+
+    -- verification progress of each verification profile
+    FOR v IN SELECT * FROM pw.profiles WHERE purpose = 'verification' ORDER BY name LOOP
+        BEGIN
+            SELECT * INTO vc FROM pw.carriers_check(v.sent_column);
+        EXCEPTION WHEN OTHERS THEN
+            RETURN QUERY SELECT 'verification'::text, 'unavailable'::text, NULL::text,
+                                NULL::bigint, NULL::bigint, NULL::numeric, NULL::numeric,
+                                format('profile %s: %s', v.name, SQLERRM);
+            CONTINUE;
+        END;
+        RETURN QUERY EXECUTE format(
+            'SELECT ''verification''::text, k.item, NULL::text, k.n, NULL::bigint,'
+            '       NULL::numeric, NULL::numeric, ''profile '' || $2'
+            '  FROM (SELECT count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ''hard_bounced'') AS hb,'
+            '               count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ''send_confirmed'') AS sc,'
+            '               count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ANY ($1)) AS aw'
+            '          FROM %1$s c WHERE c.%3$s IS NOT NULL) s,'
+            '       LATERAL (VALUES (1, ''hard_bounced'', s.hb), (2, ''send_confirmed'', s.sc),'
+            '                       (3, ''awaiting_outcome'', s.aw)) AS k(o, item, n)'
+            ' ORDER BY k.o',
+            vc.relation, vc.result_column, vc.sent_column_checked)
+            USING pw.profile_pool(v.name), v.name;
+        RETURN QUERY EXECUTE format(
+            'SELECT ''verification''::text, ''remaining:'' || r.r, NULL::text,'
+            '       (SELECT count(*) FROM %1$s c WHERE c.%2$s = r.r AND c.%3$s IS NULL),'
+            '       NULL::bigint, NULL::numeric, NULL::numeric, ''profile '' || $2'
+            '  FROM unnest($1) AS r(r) ORDER BY r.r',
+            vc.relation, vc.result_column, vc.sent_column_checked)
+            USING pw.profile_pool(v.name), v.name;
+    END LOOP;
+END
+$$;
