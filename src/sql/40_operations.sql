@@ -234,3 +234,110 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Schedules (pg_cron)
+-- ---------------------------------------------------------------------------
+
+-- Fails unless pg_cron is installed in this database.
+CREATE FUNCTION pw.require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+$$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Preload pg_cron (shared_preload_libraries), set cron.database_name to this '
+                         'database, and run CREATE EXTENSION pg_cron here; or schedule the jobs '
+                         'with another scheduler (see pw.schedule_jobs() in the README).';
+    END IF;
+END
+$$;
+
+-- Registers the daily loop with pg_cron under stable job names, as the
+-- calling role: the MX tagging ("pw_mx_tag", daily before the builder), the
+-- ingest of every log of pw.maillogs ("pw_ingest:<path>", on the log's
+-- schedule unless ingest_schedule overrides it) and the confirmation of
+-- deliveries ("pw_confirm_deliveries", hourly).  Idempotent: pg_cron updates
+-- a job of the same name, and the ingest jobs of logs no longer in
+-- pw.maillogs are removed.  Returns the jobs registered.
+CREATE FUNCTION pw.schedule_jobs(tag_schedule text DEFAULT '45 5 * * *',
+                                 confirm_schedule text DEFAULT '0 * * * *',
+                                 ingest_schedule text DEFAULT NULL,
+                                 tag_max_domains integer DEFAULT 20000)
+RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+$$
+DECLARE
+    j   record;
+    id  bigint;
+BEGIN
+    PERFORM pw.require_pg_cron();
+    IF tag_schedule IS NULL OR confirm_schedule IS NULL OR tag_max_domains IS NULL THEN
+        RAISE EXCEPTION 'tag_schedule, confirm_schedule and tag_max_domains must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF tag_max_domains < 1 THEN
+        RAISE EXCEPTION 'tag_max_domains must be 1 or more, not %', tag_max_domains
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- ingest jobs of logs that are no longer configured
+    FOR j IN EXECUTE
+        'SELECT c.jobname FROM cron.job c'
+        ' WHERE c.username = current_user AND c.jobname LIKE ''pw\_ingest:%'''
+        '   AND NOT EXISTS (SELECT 1 FROM pw.maillogs m WHERE ''pw_ingest:'' || m.path = c.jobname)'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING j.jobname;
+    END LOOP;
+
+    FOR j IN
+        SELECT 1 AS o, 'pw_mx_tag' AS name, tag_schedule AS sched,
+               format('SELECT * FROM pw.mx_tag(%s)', tag_max_domains) AS cmd
+        UNION ALL
+        SELECT 2, 'pw_ingest:' || m.path, coalesce(ingest_schedule, m.schedule),
+               format('SELECT * FROM pw.ingest_maillog(%L)', m.path)
+          FROM pw.maillogs m
+        UNION ALL
+        SELECT 3, 'pw_confirm_deliveries', confirm_schedule,
+               'SELECT * FROM pw.confirm_deliveries()'
+        ORDER BY 1, 2
+    LOOP
+        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO id USING j.name, j.sched, j.cmd;
+        job_name := j.name;
+        schedule := j.sched;
+        command := j.cmd;
+        jobid := id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Removes every job pw.schedule_jobs() registered for the calling role;
+-- returns how many.
+CREATE FUNCTION pw.unschedule_jobs()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+$$
+DECLARE
+    j record;
+    n integer := 0;
+BEGIN
+    PERFORM pw.require_pg_cron();
+    FOR j IN EXECUTE
+        'SELECT c.jobname FROM cron.job c'
+        ' WHERE c.username = current_user'
+        '   AND (c.jobname IN (''pw_mx_tag'', ''pw_confirm_deliveries'')'
+        '        OR c.jobname LIKE ''pw\_ingest:%'')'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING j.jobname;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION pw.schedule_jobs(text, text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.unschedule_jobs() FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pw.maillogs', '');
