@@ -57,6 +57,9 @@ SELECT operator, op_class, sent, deferred, bounced, sample, bounce_rate, deferra
 SELECT profile, operator, op_class, sample, bounce_rate, deferral_rate, action, reason,
        current_date - since AS since_days_ago
   FROM pw.braked_operators WHERE profile = 'b' ORDER BY operator;
+-- pw.operator_outcomes still sums every log: godaddy = b's log + the burner's
+SELECT mx_provider, sent, deferred, bounced, bounce_rate, deferral_rate
+  FROM pw.operator_outcomes WHERE day = current_date AND mx_provider = 'godaddy';
 
 -- the selection applies it: google paused, mx:host1.net and the untagged
 -- bucket halved (10 -> 5), godaddy and zoho untouched

@@ -22,6 +22,16 @@ ALTER TABLE pw.maillog_daily ADD COLUMN profile text NOT NULL DEFAULT '';
 ALTER TABLE pw.maillog_daily DROP CONSTRAINT maillog_daily_pkey;
 ALTER TABLE pw.maillog_daily ADD PRIMARY KEY (day, mx_provider, profile);
 
+-- Per-operator outcomes with rates, over all logs as before.
+DROP VIEW pw.operator_outcomes;
+CREATE VIEW pw.operator_outcomes AS
+SELECT day, mx_provider, sent, deferred, bounced,
+       round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
+       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
+  FROM (SELECT d.day, d.mx_provider, sum(d.sent)::bigint AS sent,
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced
+          FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
+
 -- ---------------------------------------------------------------------------
 -- Reputation brake
 -- ---------------------------------------------------------------------------
