@@ -16,6 +16,15 @@ CREATE TABLE pw.maillogs (
     note     text
 );
 
+-- The profile pw.maillogs maps a log to, by the path as given or its
+-- canonical path ('' if none).  Ingestion calls it: security definer, so
+-- that a role granted ingestion needs no privilege on pw.maillogs.
+CREATE FUNCTION pw.maillog_profile(path text, canonical_path text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+RETURN coalesce((SELECT m.profile FROM pw.maillogs m
+                  WHERE m.path IN (maillog_profile.path, maillog_profile.canonical_path)
+                  ORDER BY m.path = maillog_profile.path DESC LIMIT 1), '');
+
 -- Outcomes are kept per profile of the log they came from ('' for a log not
 -- mapped to a profile in pw.maillogs).
 ALTER TABLE pw.maillog_daily ADD COLUMN profile text NOT NULL DEFAULT '';
