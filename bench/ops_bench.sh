@@ -99,6 +99,7 @@ bench() {
 	printf '%-62s %10s\n' "$1" "$(psql_q -At -c "SELECT pw_bench_median(\$q\$$2\$q\$, $RUNS)")"
 }
 bench "pw.report('default') ($CARRIERS carriers)" "SELECT count(*) FROM pw.report('default')"
+bench "  of which SELECT * FROM pw.mx_backlog" "SELECT count(*) FROM pw.mx_backlog"
 bench "pw.brake_status('default')" "SELECT count(*) FROM pw.brake_status('default')"
 bench "SELECT * FROM pw.braked_operators (all profiles)" "SELECT count(*) FROM pw.braked_operators"
 for day in 17 45; do

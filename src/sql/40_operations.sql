@@ -97,7 +97,7 @@ BEGIN ATOMIC
           FROM o
     )
     SELECT r.operator,
-           CASE WHEN r.operator = '(untagged)' THEN NULL ELSE pw.operator_class(r.operator) END,
+           CASE WHEN r.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
            r.sent, r.deferred, r.bounced, r.sample, r.bounce_rate, r.deferral_rate,
            CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
                 WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
@@ -114,7 +114,8 @@ BEGIN ATOMIC
            CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
                 WHEN r.bounce_rate > p.brake_bounce_rate THEN r.first_bounce
                 WHEN r.deferral_rate > p.brake_deferral_rate THEN r.first_deferral END
-      FROM r, p
+      FROM r CROSS JOIN p
+      LEFT JOIN pw.operators op ON op.label = r.operator
      ORDER BY r.operator;
 END;
 
@@ -181,10 +182,11 @@ BEGIN
         'SELECT ''pool''::text, g.r, g.cls, sum(g.unsent)::bigint, sum(g.n)::bigint,'
         '       NULL::numeric, NULL::numeric, NULL::text'
         '  FROM (SELECT x.r, CASE WHEN x.mx IS NULL THEN ''(untagged)'' WHEN x.mx = ''none'' THEN ''(no mx)'''
-        '                         ELSE pw.operator_class(x.mx) END AS cls, x.n, x.unsent'
+        '                         ELSE coalesce(o.op_class, ''default'') END AS cls, x.n, x.unsent'
         '          FROM (SELECT c.%2$s::text AS r, c.%3$s::text AS mx, count(*) AS n,'
         '                       count(*) FILTER (WHERE c.%4$s IS NULL) AS unsent'
-        '                  FROM %1$s c WHERE c.%2$s = ANY ($1) GROUP BY 1, 2) x) g'
+        '                  FROM %1$s c WHERE c.%2$s = ANY ($1) GROUP BY 1, 2) x'
+        '          LEFT JOIN pw.operators o ON o.label = x.mx) g'
         ' GROUP BY 2, 3 ORDER BY 2, 3',
         cc.relation, cc.result_column, cc.mx_column, cc.sent_column_checked)
         USING pool;
@@ -245,9 +247,11 @@ BEGIN
             USING pw.profile_pool(v.name), v.name;
         RETURN QUERY EXECUTE format(
             'SELECT ''verification''::text, ''remaining:'' || r.r, NULL::text,'
-            '       (SELECT count(*) FROM %1$s c WHERE c.%2$s = r.r AND c.%3$s IS NULL),'
-            '       NULL::bigint, NULL::numeric, NULL::numeric, ''profile '' || $2'
-            '  FROM unnest($1) AS r(r) ORDER BY r.r',
+            '       coalesce(n.n, 0), NULL::bigint, NULL::numeric, NULL::numeric, ''profile '' || $2'
+            '  FROM unnest($1) AS r(r)'
+            '  LEFT JOIN (SELECT c.%2$s::text AS r, count(*) AS n FROM %1$s c'
+            '              WHERE c.%2$s = ANY ($1) AND c.%3$s IS NULL GROUP BY 1) n ON n.r = r.r'
+            ' ORDER BY r.r',
             vc.relation, vc.result_column, vc.sent_column_checked)
             USING pw.profile_pool(v.name), v.name;
     END LOOP;
