@@ -10,8 +10,8 @@
  *	  left (held out by the warmup, capped for the day, exhausted in this
  *	  run) are passed to the next batch so the scan no longer returns their
  *	  rows.  The reputation brake (pw.brake_status()) pauses an operator
- *	  (allowance 0) or slows it (caps times the profile's brake_slow_factor).  pw.selection_composition() is the dry run, one row
- *	  per bucket.
+ *	  (allowance 0) or slows it (caps times the profile's brake_slow_factor).
+ *	  pw.selection_composition() is the dry run, one row per bucket.
  *
  *-------------------------------------------------------------------------
  */
