@@ -236,12 +236,19 @@ StageSegment(const Segment *seg, IngestCounts *counts)
 	counts->end_offset = st->end_offset;
 }
 
-/* Applies the staged rows: pending deferrals, expiries, deliveries, writeback. */
+/*
+ * Applies the staged rows: pending deferrals, expiries, deliveries,
+ * writeback.  The daily outcomes are attributed to the profile pw.maillogs
+ * maps the log to ("given" as passed, or its canonical path), '' if none.
+ */
 static void
-ApplyBatch(PwCarriers *carriers, IngestCounts *counts)
+ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
+		   const char *canon)
 {
 	StringInfoData sql;
 	char	   *norm;
+	Oid			log_types[2] = {TEXTOID, TEXTOID};
+	Datum		log_values[2];
 
 	/* recipients deferred and not yet finished, per queue id */
 	Exec("INSERT INTO pw.maillog_pending AS p (queue_id, email, deferred_at, dsn, reason, source)"
@@ -356,20 +363,23 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts)
 					 "     s.source, s.in_carriers, s.mx"
 					 "     FROM g s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)),"
 					 " m AS ("
-					 "   INSERT INTO pw.maillog_daily AS m (day, mx_provider, sent, deferred, bounced)"
+					 "   INSERT INTO pw.maillog_daily AS m (day, mx_provider, profile, sent, deferred, bounced)"
 					 "   SELECT b.logged_at::date,"
 					 "     CASE WHEN a.in_carriers THEN coalesce(a.mx, '(untagged)') ELSE '(not a carrier)' END,"
+					 "     pw.maillog_profile($1, $2),"
 					 "     count(*) FILTER (WHERE b.kind = 'sent'), count(*) FILTER (WHERE b.kind = 'deferred'),"
 					 "     count(*) FILTER (WHERE b.kind = 'bounced')"
 					 "     FROM pg_temp.pw_maillog_batch b JOIN a ON a.addr = b.addr"
 					 "    WHERE b.kind IN ('sent', 'deferred', 'bounced')"
-					 "    GROUP BY 1, 2"
-					 "   ON CONFLICT (day, mx_provider) DO UPDATE SET"
+					 "    GROUP BY 1, 2, 3"
+					 "   ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
 					 "     sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
 					 "     bounced = m.bounced + EXCLUDED.bounced)"
 					 " SELECT count(*) FILTER (WHERE NOT in_carriers) FROM a",
 					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
-	Exec(sql.data, 0, NULL, NULL, SPI_OK_SELECT);
+	log_values[0] = CStringGetTextDatum(given);
+	log_values[1] = CStringGetTextDatum(canon);
+	Exec(sql.data, 2, log_types, log_values, SPI_OK_SELECT);
 	counts->unknown = FirstInt8();
 
 	/* hard bounces: every carrier with the address, whatever its result */
@@ -515,7 +525,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		StageSegment(&segs[i], &counts);
 	Exec("ANALYZE pg_temp.pw_maillog_batch", 0, NULL, NULL, SPI_OK_UTILITY);
 
-	ApplyBatch(&carriers, &counts);
+	ApplyBatch(&carriers, &counts, text_to_cstring(PG_GETARG_TEXT_PP(0)), canon);
 
 	/* what the file holds before the new offset, to recognise it next time */
 	new_tail = ReadTail(canon, counts.end_offset, (uint64) sb.st_dev, (uint64) sb.st_ino);

@@ -9,12 +9,15 @@
  *	  still has allowance, stopping at the quota.  Buckets with no allowance
  *	  left (held out by the warmup, capped for the day, exhausted in this
  *	  run) are passed to the next batch so the scan no longer returns their
- *	  rows.  pw.selection_composition() is the dry run, one row
- *	  per bucket.
+ *	  rows.  The reputation brake (pw.brake_status()) pauses an operator
+ *	  (allowance 0) or slows it (caps times the profile's brake_slow_factor).
+ *	  pw.selection_composition() is the dry run, one row per bucket.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -74,6 +77,8 @@ typedef struct SelBucket
 	int64		taken;			/* taken in this run */
 	int64		available;		/* composition: unsent candidates */
 	int64		seen;			/* rows of it the batch queries returned */
+	char	   *brake;			/* reputation brake: "paused", "slowed", NULL */
+	char	   *brake_reason;
 } SelBucket;
 
 /* A taken candidate. */
@@ -100,6 +105,7 @@ typedef struct SelState
 	int32		per_op_run_cap;
 	int32		null_run_cap;
 	int32		default_daily_cap;
+	double		brake_slow_factor;
 	char	   *pool_sql;		/* quoted literals: 'a', 'b' */
 	int			nclasscaps;
 	char	  **class_names;
@@ -183,12 +189,30 @@ SelHeldClass(const char *op_class)
 		(strcmp(op_class, "big") == 0 || strcmp(op_class, "consumer") == 0);
 }
 
+/* Whether the brake slows a bucket down. */
+static bool
+SelSlowed(const SelBucket *b)
+{
+	return b->brake != NULL && strcmp(b->brake, "slowed") == 0;
+}
+
+/* A cap times the slow factor when the brake slows the bucket down. */
+static int64
+SelBrakeCap(SelState *st, const SelBucket *b, int64 cap)
+{
+	if (!SelSlowed(b))
+		return cap;
+	return (int64) floor((double) cap * st->brake_slow_factor);
+}
+
 /*
  * Computes a bucket's allowance for this run once: the untagged bucket gets
  * null_run_cap; an operator min(per_op_run_cap, its daily cap on the warmup
  * day minus what was sent to it today), 0 while its class is held out.  The
  * daily cap follows pw.daily_cap(): an operator_ramp override, else the
  * class ramp, else default_daily_cap for the default class and 0 otherwise.
+ * A bucket the brake pauses gets 0; one it slows has its daily and run caps
+ * multiplied by brake_slow_factor (rounded down).
  */
 static void
 SelResolve(SelState *st, SelBucket *b)
@@ -199,9 +223,14 @@ SelResolve(SelState *st, SelBucket *b)
 	if (b->resolved)
 		return;
 	b->resolved = true;
+	if (b->brake != NULL && strcmp(b->brake, "paused") == 0)
+	{
+		b->allowance = 0;
+		return;
+	}
 	if (b == &st->null_bucket)
 	{
-		b->allowance = st->null_run_cap;
+		b->allowance = SelBrakeCap(st, b, st->null_run_cap);
 		return;
 	}
 	cls = b->op_class ? b->op_class : "default";
@@ -220,8 +249,8 @@ SelResolve(SelState *st, SelBucket *b)
 		if (cap < 0)
 			cap = strcmp(cls, "default") == 0 ? st->default_daily_cap : 0;
 	}
-	cap -= b->sent_today;
-	b->allowance = Min(Max(cap, 0), (int64) st->per_op_run_cap);
+	cap = SelBrakeCap(st, b, cap) - b->sent_today;
+	b->allowance = Min(Max(cap, 0), SelBrakeCap(st, b, st->per_op_run_cap));
 }
 
 /* Runs a query through SPI, failing on anything but the expected result. */
@@ -283,7 +312,7 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 			"SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
 			"       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
 			"       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
-			"       pw.profile_pool(p.name)"
+			"       pw.profile_pool(p.name), p.brake_slow_factor::float8"
 			"  FROM pw.profiles p WHERE p.name = $1",
 			1, types, values, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -308,6 +337,8 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	today_day = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 8, &isnull));
 	pool = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull);
+	st->brake_slow_factor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 10, &isnull));
 
 	if (day_given)
 	{
@@ -401,6 +432,22 @@ SelLoadCaps(SelState *st)
 
 		b->has_override = true;
 		b->override_cap = pg_strtoint32(SelGetText(i, 2));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* the reputation brake: '(untagged)' outcomes brake the untagged bucket */
+	SelExec(st,
+			"SELECT b.operator, b.action, b.reason FROM pw.brake_status($1) b"
+			" WHERE b.action IS NOT NULL",
+			1, types, values, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *label = SelGetText(i, 1);
+		SelBucket  *b;
+
+		b = SelGetBucket(st, strcmp(label, "(untagged)") == 0 ? NULL : label);
+		b->brake = SelGetText(i, 2);
+		b->brake_reason = SelGetText(i, 3);
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -988,7 +1035,8 @@ SelLoadAvailable(SelState *st)
 
 /*
  * pw.selection_composition(quota, profile, warmup_day): the dry run, one row
- * per bucket with candidates: class, candidates, allowance, selected.
+ * per bucket with candidates: class, candidates, allowance, selected, and
+ * the brake on it with its reason.
  */
 Datum
 pw_selection_composition(PG_FUNCTION_ARGS)
@@ -1021,8 +1069,8 @@ pw_selection_composition(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < nlist; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {0};
+		Datum		values[7];
+		bool		nulls[7] = {0};
 
 		b = list[i];
 		SelResolve(st, b);
@@ -1039,6 +1087,13 @@ pw_selection_composition(PG_FUNCTION_ARGS)
 		values[2] = Int64GetDatum(b->available);
 		values[3] = Int64GetDatum(b->allowance);
 		values[4] = Int64GetDatum(b->taken);
+		if (b->brake)
+		{
+			values[5] = CStringGetTextDatum(b->brake);
+			values[6] = CStringGetTextDatum(b->brake_reason);
+		}
+		else
+			nulls[5] = nulls[6] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	MemoryContextDelete(st->cxt);

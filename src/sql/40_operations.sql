@@ -1,0 +1,366 @@
+-- ---------------------------------------------------------------------------
+-- Operations: mail logs per profile, the reputation brake, reporting and
+-- pg_cron schedules.  Written as ALTERs and new objects so that this
+-- fragment can double as upgrade content.
+-- ---------------------------------------------------------------------------
+
+-- The mail logs the extension ingests, each mapped to the send profile whose
+-- traffic it records (the MTA of the campaign, the burner MTA of the
+-- verification stream).  pw.schedule_jobs() ingests each on its schedule.
+CREATE TABLE pw.maillogs (
+    path     text PRIMARY KEY
+             CONSTRAINT maillogs_path_nonempty CHECK (path <> ''),
+    profile  text REFERENCES pw.profiles (name) ON UPDATE CASCADE ON DELETE SET NULL,
+    schedule text NOT NULL DEFAULT '*/5 * * * *'
+             CONSTRAINT maillogs_schedule_format CHECK (schedule ~ '^\S+(\s+\S+){4}$|^@\w+$|^\d+ seconds$'),
+    note     text
+);
+
+-- The profile pw.maillogs maps a log to, by the path as given or its
+-- canonical path ('' if none).  Ingestion calls it: security definer, so
+-- that a role granted ingestion needs no privilege on pw.maillogs.
+CREATE FUNCTION pw.maillog_profile(path text, canonical_path text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+RETURN coalesce((SELECT m.profile FROM pw.maillogs m
+                  WHERE m.path IN (maillog_profile.path, maillog_profile.canonical_path)
+                  ORDER BY m.path = maillog_profile.path DESC LIMIT 1), '');
+
+-- Outcomes are kept per profile of the log they came from ('' for a log not
+-- mapped to a profile in pw.maillogs).
+ALTER TABLE pw.maillog_daily ADD COLUMN profile text NOT NULL DEFAULT '';
+ALTER TABLE pw.maillog_daily DROP CONSTRAINT maillog_daily_pkey;
+ALTER TABLE pw.maillog_daily ADD PRIMARY KEY (day, mx_provider, profile);
+
+-- Per-operator outcomes with rates, over all logs as before.
+DROP VIEW pw.operator_outcomes;
+CREATE VIEW pw.operator_outcomes AS
+SELECT day, mx_provider, sent, deferred, bounced,
+       round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
+       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
+  FROM (SELECT d.day, d.mx_provider, sum(d.sent)::bigint AS sent,
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced
+          FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
+
+-- ---------------------------------------------------------------------------
+-- Reputation brake
+-- ---------------------------------------------------------------------------
+
+ALTER TABLE pw.profiles
+    ADD COLUMN brake_enabled boolean NOT NULL DEFAULT true,
+    ADD COLUMN brake_window_days integer NOT NULL DEFAULT 3
+        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1),
+    ADD COLUMN brake_min_sample integer NOT NULL DEFAULT 50
+        CONSTRAINT profiles_brake_min_sample_positive CHECK (brake_min_sample >= 1),
+    ADD COLUMN brake_bounce_rate numeric NOT NULL DEFAULT 0.05
+        CONSTRAINT profiles_brake_bounce_rate_range CHECK (brake_bounce_rate >= 0 AND brake_bounce_rate <= 1),
+    ADD COLUMN brake_deferral_rate numeric NOT NULL DEFAULT 0.20
+        CONSTRAINT profiles_brake_deferral_rate_range CHECK (brake_deferral_rate >= 0 AND brake_deferral_rate <= 1),
+    ADD COLUMN brake_slow_factor numeric NOT NULL DEFAULT 0.5
+        CONSTRAINT profiles_brake_slow_factor_range CHECK (brake_slow_factor >= 0 AND brake_slow_factor <= 1);
+
+-- The verification stream exists to find the addresses that bounce: its
+-- bounce rate is the measurement, not a reputation signal.  It still slows
+-- down on deferrals, and never pauses on bounces.
+UPDATE pw.profiles SET brake_bounce_rate = 1 WHERE name = 'verify';
+
+-- Every operator's outcomes in a profile's brake window (the last
+-- brake_window_days days, today included), from the logs mapped to the
+-- profile and the logs mapped to none, with what the brake does: 'paused'
+-- when the bounce rate is over brake_bounce_rate, 'slowed' when the
+-- deferral rate is over brake_deferral_rate, NULL otherwise; nothing is
+-- judged below brake_min_sample outcomes or with the brake disabled.
+-- "since" is the first day of the window with an outcome of the kind that
+-- triggered the brake: the brake lifts once the window has moved past the
+-- days that triggered it and the rates are back under the thresholds.
+CREATE FUNCTION pw.brake_status(profile text DEFAULT 'default')
+RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounced bigint,
+               sample bigint, bounce_rate numeric, deferral_rate numeric,
+               action text, reason text, since date)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH p AS (
+        SELECT * FROM pw.profiles p WHERE p.name = brake_status.profile
+    ), o AS (
+        SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
+               min(d.day) FILTER (WHERE d.bounced > 0) AS first_bounce,
+               min(d.day) FILTER (WHERE d.deferred > 0) AS first_deferral
+          FROM pw.maillog_daily d, p
+         WHERE d.day > current_date - p.brake_window_days AND d.day <= current_date
+           AND d.profile IN (p.name, '')
+           AND d.mx_provider <> '(not a carrier)'
+         GROUP BY d.mx_provider
+    ), r AS (
+        SELECT o.*, o.sent + o.deferred + o.bounced AS sample,
+               round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,
+               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS deferral_rate
+          FROM o
+    )
+    SELECT r.operator,
+           CASE WHEN r.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
+           r.sent, r.deferred, r.bounced, r.sample, r.bounce_rate, r.deferral_rate,
+           CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
+                WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
+                WHEN r.deferral_rate > p.brake_deferral_rate THEN 'slowed' END,
+           CASE WHEN NOT p.brake_enabled THEN NULL
+                WHEN r.sample < p.brake_min_sample THEN NULL
+                WHEN r.bounce_rate > p.brake_bounce_rate
+                THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',
+                            r.bounce_rate, p.brake_bounce_rate, r.sample, p.brake_window_days)
+                WHEN r.deferral_rate > p.brake_deferral_rate
+                THEN format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',
+                            r.deferral_rate, p.brake_deferral_rate, r.sample, p.brake_window_days,
+                            p.brake_slow_factor) END,
+           CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
+                WHEN r.bounce_rate > p.brake_bounce_rate THEN r.first_bounce
+                WHEN r.deferral_rate > p.brake_deferral_rate THEN r.first_deferral END
+      FROM r CROSS JOIN p
+      LEFT JOIN pw.operators op ON op.label = r.operator
+     ORDER BY r.operator;
+END;
+
+-- The operators braked now, for every profile.
+CREATE VIEW pw.braked_operators AS
+SELECT p.name AS profile, b.operator, b.op_class, b.sample, b.bounce_rate, b.deferral_rate,
+       b.action, b.reason, b.since
+  FROM pw.profiles p
+ CROSS JOIN LATERAL pw.brake_status(p.name) b
+ WHERE b.action IS NOT NULL;
+
+-- The dry run of a selection now also shows the brake on each bucket.
+DROP FUNCTION pw.selection_composition(integer, text, integer);
+CREATE FUNCTION pw.selection_composition(quota integer, profile text DEFAULT 'default',
+                                         warmup_day integer DEFAULT NULL)
+RETURNS TABLE (bucket text, operator_class text, available bigint, allowance bigint,
+               selected bigint, brake text, brake_reason text)
+LANGUAGE c STABLE ROWS 100
+AS 'MODULE_PATHNAME', 'pw_selection_composition';
+
+-- ---------------------------------------------------------------------------
+-- Reporting
+-- ---------------------------------------------------------------------------
+
+-- The daily loop at a glance, for one campaign profile and every
+-- verification profile, one row per figure:
+--   pool          per result of the profile's pool and operator class: unsent
+--                 candidates (count) of all carriers with that result (total)
+--   backlog       the MX-tagging backlog (pw.mx_backlog), one row per figure
+--   today         per operator: sent today by the profile (count) against its
+--                 daily cap on today's warmup day (total), brake in note
+--   outcomes      per operator, over the profile's brake window: outcomes
+--                 (count), bounce and deferral rates, brake in note
+--   verification  per verification profile (note): carriers it sent to that
+--                 became hard_bounced or send_confirmed, those still awaiting
+--                 an outcome, and per result of its pool those still unsent
+-- Operator classes: the class of the operator, '(untagged)' for carriers
+-- without mx_provider, '(no mx)' for mx_provider 'none'.
+CREATE FUNCTION pw.report(profile text DEFAULT 'default')
+RETURNS TABLE (section text, item text, op_class text, count bigint, total bigint,
+               bounce_rate numeric, deferral_rate numeric, note text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+$$
+DECLARE
+    p      pw.profiles;
+    v      pw.profiles;
+    cc     record;
+    vc     record;
+    pool   text[];
+    vday   integer;
+    b      record;
+BEGIN
+    SELECT * INTO p FROM pw.profiles WHERE name = report.profile;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'send profile "%" does not exist', report.profile
+            USING ERRCODE = 'undefined_object', HINT = 'Profiles are the rows of pw.profiles.';
+    END IF;
+    SELECT * INTO cc FROM pw.carriers_check(p.sent_column);
+    pool := pw.profile_pool(p.name);
+    vday := (current_date - p.warmup_start) + 1;
+
+    -- the pool: per result and operator class, unsent of all
+    RETURN QUERY EXECUTE format(
+        'SELECT ''pool''::text, g.r, g.cls, sum(g.unsent)::bigint, sum(g.n)::bigint,'
+        '       NULL::numeric, NULL::numeric, NULL::text'
+        '  FROM (SELECT x.r, CASE WHEN x.mx IS NULL THEN ''(untagged)'' WHEN x.mx = ''none'' THEN ''(no mx)'''
+        '                         ELSE coalesce(o.op_class, ''default'') END AS cls, x.n, x.unsent'
+        '          FROM (SELECT c.%2$s::text AS r, c.%3$s::text AS mx, count(*) AS n,'
+        '                       count(*) FILTER (WHERE c.%4$s IS NULL) AS unsent'
+        '                  FROM %1$s c WHERE c.%2$s = ANY ($1) GROUP BY 1, 2) x'
+        '          LEFT JOIN pw.operators o ON o.label = x.mx) g'
+        ' GROUP BY 2, 3 ORDER BY 2, 3',
+        cc.relation, cc.result_column, cc.mx_column, cc.sent_column_checked)
+        USING pool;
+
+    -- the tagging backlog
+    RETURN QUERY
+        SELECT 'backlog'::text, k.item, NULL::text, k.n, NULL::bigint, NULL::numeric,
+               NULL::numeric, NULL::text
+          FROM pw.mx_backlog m,
+               LATERAL (VALUES (1, 'untagged_carriers', m.untagged_carriers),
+                               (2, 'untagged_domains', m.untagged_domains),
+                               (3, 'unresolved_domains', m.unresolved_domains),
+                               (4, 'failing_domains', m.failing_domains),
+                               (5, 'due_domains', m.due_domains)) AS k(o, item, n)
+         ORDER BY k.o;
+
+    -- today's sends per operator against the day's caps
+    RETURN QUERY EXECUTE format(
+        'SELECT ''today''::text, coalesce(t.mx, ''__null__''),'
+        '       CASE WHEN t.mx IS NULL THEN ''(untagged)'' ELSE pw.operator_class(t.mx) END,'
+        '       t.n, CASE WHEN t.mx IS NOT NULL THEN pw.daily_cap($1, t.mx, $2)::bigint END,'
+        '       NULL::numeric, NULL::numeric, b.action'
+        '  FROM (SELECT c.%2$s::text AS mx, count(*) AS n FROM %1$s c'
+        '         WHERE c.%3$s >= current_date AND c.%3$s < current_date + 1 GROUP BY 1) t'
+        '  LEFT JOIN pw.brake_status($1) b ON b.operator = coalesce(t.mx, ''(untagged)'')'
+        ' ORDER BY 2',
+        cc.relation, cc.mx_column, cc.sent_column_checked)
+        USING p.name, vday;
+
+    -- outcomes per operator over the brake window
+    RETURN QUERY
+        SELECT 'outcomes'::text, s.operator, s.op_class, s.sample, NULL::bigint,
+               s.bounce_rate, s.deferral_rate, coalesce(s.action || ': ' || s.reason, 'ok')
+          FROM pw.brake_status(p.name) s
+         ORDER BY s.operator;
+
+    -- verification progress of each verification profile
+    FOR v IN SELECT * FROM pw.profiles WHERE purpose = 'verification' ORDER BY name LOOP
+        BEGIN
+            SELECT * INTO vc FROM pw.carriers_check(v.sent_column);
+        EXCEPTION WHEN OTHERS THEN
+            RETURN QUERY SELECT 'verification'::text, 'unavailable'::text, NULL::text,
+                                NULL::bigint, NULL::bigint, NULL::numeric, NULL::numeric,
+                                format('profile %s: %s', v.name, SQLERRM);
+            CONTINUE;
+        END;
+        RETURN QUERY EXECUTE format(
+            'SELECT ''verification''::text, k.item, NULL::text, k.n, NULL::bigint,'
+            '       NULL::numeric, NULL::numeric, ''profile '' || $2'
+            '  FROM (SELECT count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ''hard_bounced'') AS hb,'
+            '               count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ''send_confirmed'') AS sc,'
+            '               count(*) FILTER (WHERE c.%3$s IS NOT NULL AND c.%2$s = ANY ($1)) AS aw'
+            '          FROM %1$s c WHERE c.%3$s IS NOT NULL) s,'
+            '       LATERAL (VALUES (1, ''hard_bounced'', s.hb), (2, ''send_confirmed'', s.sc),'
+            '                       (3, ''awaiting_outcome'', s.aw)) AS k(o, item, n)'
+            ' ORDER BY k.o',
+            vc.relation, vc.result_column, vc.sent_column_checked)
+            USING pw.profile_pool(v.name), v.name;
+        RETURN QUERY EXECUTE format(
+            'SELECT ''verification''::text, ''remaining:'' || r.r, NULL::text,'
+            '       coalesce(n.n, 0), NULL::bigint, NULL::numeric, NULL::numeric, ''profile '' || $2'
+            '  FROM unnest($1) AS r(r)'
+            '  LEFT JOIN (SELECT c.%2$s::text AS r, count(*) AS n FROM %1$s c'
+            '              WHERE c.%2$s = ANY ($1) AND c.%3$s IS NULL GROUP BY 1) n ON n.r = r.r'
+            ' ORDER BY r.r',
+            vc.relation, vc.result_column, vc.sent_column_checked)
+            USING pw.profile_pool(v.name), v.name;
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Schedules (pg_cron)
+-- ---------------------------------------------------------------------------
+
+-- Fails unless pg_cron is installed in this database.
+CREATE FUNCTION pw.require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+$$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Preload pg_cron (shared_preload_libraries), set cron.database_name to this '
+                         'database, and run CREATE EXTENSION pg_cron here; or schedule the jobs '
+                         'with another scheduler (see pw.schedule_jobs() in the README).';
+    END IF;
+END
+$$;
+
+-- Registers the daily loop with pg_cron under stable job names, as the
+-- calling role: the MX tagging ("pw_mx_tag", daily before the builder), the
+-- ingest of every log of pw.maillogs ("pw_ingest:<path>", on the log's
+-- schedule unless ingest_schedule overrides it) and the confirmation of
+-- deliveries ("pw_confirm_deliveries", hourly).  Idempotent: pg_cron updates
+-- a job of the same name, and the ingest jobs of logs no longer in
+-- pw.maillogs are removed.  Returns the jobs registered.
+CREATE FUNCTION pw.schedule_jobs(tag_schedule text DEFAULT '45 5 * * *',
+                                 confirm_schedule text DEFAULT '0 * * * *',
+                                 ingest_schedule text DEFAULT NULL,
+                                 tag_max_domains integer DEFAULT 20000)
+RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+$$
+DECLARE
+    j   record;
+    id  bigint;
+BEGIN
+    PERFORM pw.require_pg_cron();
+    IF tag_schedule IS NULL OR confirm_schedule IS NULL OR tag_max_domains IS NULL THEN
+        RAISE EXCEPTION 'tag_schedule, confirm_schedule and tag_max_domains must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF tag_max_domains < 1 THEN
+        RAISE EXCEPTION 'tag_max_domains must be 1 or more, not %', tag_max_domains
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- ingest jobs of logs that are no longer configured
+    FOR j IN EXECUTE
+        'SELECT c.jobname FROM cron.job c'
+        ' WHERE c.username = current_user AND c.jobname LIKE ''pw\_ingest:%'''
+        '   AND NOT EXISTS (SELECT 1 FROM pw.maillogs m WHERE ''pw_ingest:'' || m.path = c.jobname)'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING j.jobname;
+    END LOOP;
+
+    FOR j IN
+        SELECT 1 AS o, 'pw_mx_tag' AS name, tag_schedule AS sched,
+               format('SELECT * FROM pw.mx_tag(%s)', tag_max_domains) AS cmd
+        UNION ALL
+        SELECT 2, 'pw_ingest:' || m.path, coalesce(ingest_schedule, m.schedule),
+               format('SELECT * FROM pw.ingest_maillog(%L)', m.path)
+          FROM pw.maillogs m
+        UNION ALL
+        SELECT 3, 'pw_confirm_deliveries', confirm_schedule,
+               'SELECT * FROM pw.confirm_deliveries()'
+        ORDER BY 1, 2
+    LOOP
+        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO id USING j.name, j.sched, j.cmd;
+        job_name := j.name;
+        schedule := j.sched;
+        command := j.cmd;
+        jobid := id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Removes every job pw.schedule_jobs() registered for the calling role;
+-- returns how many.
+CREATE FUNCTION pw.unschedule_jobs()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+$$
+DECLARE
+    j record;
+    n integer := 0;
+BEGIN
+    PERFORM pw.require_pg_cron();
+    FOR j IN EXECUTE
+        'SELECT c.jobname FROM cron.job c'
+        ' WHERE c.username = current_user'
+        '   AND (c.jobname IN (''pw_mx_tag'', ''pw_confirm_deliveries'')'
+        '        OR c.jobname LIKE ''pw\_ingest:%'')'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING j.jobname;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION pw.schedule_jobs(text, text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.unschedule_jobs() FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pw.maillogs', '');
