@@ -47,7 +47,7 @@ END;
 CREATE FUNCTION pw.selection_index_ddl(profile text DEFAULT 'default',
                                        concurrent boolean DEFAULT false)
 RETURNS SETOF text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     p    pw.profiles;
@@ -86,7 +86,7 @@ $$;
 -- Returns the statements run.
 CREATE FUNCTION pw.create_selection_indexes(profile text DEFAULT 'default')
 RETURNS SETOF text
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     stmt text;
