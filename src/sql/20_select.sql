@@ -64,7 +64,7 @@ BEGIN
     END IF;
     SELECT * INTO cc FROM pw.carriers_check(p.sent_column);
     SELECT format('%I.%I', n.nspname, c.relname) INTO rel
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = cc.relation;
     SELECT string_agg(quote_literal(r), ', ' ORDER BY r) INTO pool
       FROM unnest(pw.profile_pool(profile)) AS r;

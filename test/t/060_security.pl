@@ -164,13 +164,16 @@ while ($script =~ /\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?!%)(\w+)\s+ON\s+([\w.]+)/g
 }
 while ($script =~ /\bCREATE\s+TRIGGER\s+(\w+).*?\bON\s+([\w.]+).*?EXECUTE\s+FUNCTION\s+([\w.]+)/gis)
 {
-	push @unqualified, "CREATE TRIGGER $1 ON $2 ... $3" unless $2 =~ /^pw\./ && $3 =~ /^pw\./;
+	my ($trigger, $table, $fn) = ($1, $2, $3);
+	push @unqualified, "CREATE TRIGGER $trigger ON $table ... $fn"
+	  unless $table =~ /^pw\./ && $fn =~ /^pw\./;
 }
-while ($script =~ /\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REFERENCES|ON\s+FUNCTION|ON\s+TABLE|ALTER\s+TABLE|ALTER\s+FUNCTION|pg_extension_config_dump\(')\s*([\w.]+)/gi)
+while ($script =~ /\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REFERENCES|ON\s+FUNCTION|ON\s+TABLE|ALTER\s+TABLE|ALTER\s+FUNCTION)\s+([\w.]+)|pg_extension_config_dump\('([\w.]+)/gi)
 {
-	my ($what, $name) = ($1, $2);
+	my ($what, $name) = defined $3 ? ('pg_extension_config_dump', $3) : ($1, $2);
 	next if $name =~ /^(pw|pg_catalog|pg_temp)\./;
-	next if $what =~ /^UPDATE$/i && $name =~ /^(OF|ON|SET)$/i;    # UPDATE OF col, ON UPDATE
+	# UPDATE OF col, OR UPDATE ON, ON UPDATE CASCADE, DO UPDATE SET
+	next if $what =~ /^UPDATE$/i && $name =~ /^(OF|ON|SET|CASCADE|RESTRICT|NO)$/i;
 	next if $what =~ /^DELETE/i && $name =~ /^(CASCADE|RESTRICT)$/i;
 	push @unqualified, "$what $name";
 }
@@ -317,7 +320,7 @@ for my $path ('evil, pg_catalog, public, pw', 'evil, public, pw')
 		q{SELECT * FROM pw.operator_outcomes},
 		q{SELECT pw.confirm_deliveries('0 s')},
 		q{SELECT pw.suppress(' Hostile@Example.COM ', 'test')},
-		q{INSERT INTO pw.suppressions (email, reason) VALUES (' Other@Example.COM', 'test')},
+		q{INSERT INTO pw.suppressions (email, reason) VALUES (' Other} . $round . q{@Example.COM', 'test')},
 		q{INSERT INTO pw.profiles (name, sent_column) VALUES ('p} . $round . q{', 'listmonk_sent_at')},
 		q{INSERT INTO public.fmcsa_carriers (id, email, email_verify_result) VALUES (} . (5000 + $round) . q{, ' New@Google.Example', 'smtp_valid')},
 		q{SELECT pw.wake_tagger(), pw.tagger_pid()},
@@ -337,7 +340,7 @@ for my $path ('evil, pg_catalog, public, pw', 'evil, public, pw')
 is($node->safe_psql('postgres', q{SELECT count(*) FROM public.fmcsa_carriers WHERE mx_provider = 'google'}),
 	'2', 'mx_tag tagged under the hostile path');
 is($node->safe_psql('postgres', q{SELECT string_agg(email, ',' ORDER BY email) FROM pw.suppressions}),
-	'dot11@c1.example,dot21@c2.example,hostile@example.com,other@example.com',
+	'dot11@c1.example,dot21@c2.example,hostile@example.com,other1@example.com,other2@example.com',
 	'ingest, suppress and the trigger worked under the hostile path');
 is($node->safe_psql('postgres', q{SELECT pg_catalog.count(*) FROM public.fmcsa_carriers WHERE listmonk_sent_at IS NOT NULL}),
 	'90', 'the claims were made (20 + 2 x (30 + 5))');
