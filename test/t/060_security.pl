@@ -352,6 +352,19 @@ is($node->safe_psql('postgres', q{
        AND d.refobjid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'evil'::regnamespace)}), '0',
 	'no index on the carriers uses an evil function');
 
+# the carriers relation is never looked up through the search_path: an
+# unqualified name is refused, so no schema early in a path can stand in
+$node->safe_psql('postgres', q{
+    CREATE TABLE evil.fmcsa_carriers (LIKE public.fmcsa_carriers);
+    UPDATE pw.carriers_config SET relation = 'fmcsa_carriers';
+});
+($ret, $out, $err) = $node->psql('postgres', q{SET search_path = evil, public, pw;
+    SELECT * FROM pw.select_sendable_carriers(5, 'wide', NULL, true)});
+like($err, qr/carriers relation "fmcsa_carriers" is not schema-qualified/,
+	'an unqualified carriers relation is refused');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM evil.fmcsa_carriers}), '0', 'and nothing went to the look-alike');
+$node->safe_psql('postgres', q{UPDATE pw.carriers_config SET relation = DEFAULT});
+
 $dns->stop;
 $node->stop;
 done_testing();
