@@ -17,6 +17,7 @@
 #include "funcapi.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 
@@ -123,6 +124,11 @@ PwCarriersLoad(PwCarriers *carriers)
 		cols[i] = ConfigValue(tuple, desc, i + 2);
 
 	names = stringToQualifiedNameList(relation);
+	if (list_length(names) < 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("carriers relation \"%s\" is not schema-qualified", relation),
+				 errhint("Name it as schema.table in pw.carriers_config.relation: it is never looked up through the search_path.")));
 	rv = makeRangeVarFromNameList(names);
 	carriers->relid = RangeVarGetRelid(rv, AccessShareLock, true);
 	if (!OidIsValid(carriers->relid))
@@ -156,15 +162,18 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 	Datum		values[6];
 	bool		nulls[6] = {0};
 	char	   *sent = NULL;
+	int			nestlevel;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
 	SPI_connect();
+	nestlevel = PwSafeSearchPath();
 	PwCarriersLoad(&carriers);
 	if (!PG_ARGISNULL(0))
 		sent = PwCarriersCheckColumn(&carriers, NameStr(*PG_GETARG_NAME(0)),
 									 "sent", TIMESTAMPTZOID);
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 
 	values[0] = ObjectIdGetDatum(carriers.relid);

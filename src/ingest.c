@@ -447,12 +447,14 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	Segment		segs[2];
 	int			nsegs = 0;
 	MemoryContext callerctx = CurrentMemoryContext;
+	int			nestlevel;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(&counts, 0, sizeof(counts));
 
 	SPI_connect();
+	nestlevel = PwSafeSearchPath();
 	PwCarriersLoad(&carriers);
 	PrepareStaging();
 
@@ -544,6 +546,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 				  counts.lines, counts.events, counts.unparsed, counts.overlong),
 							  5, types, args, argn, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "pw.ingest_maillog: could not update pw.maillog_files");
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 
 	MemoryContextSwitchTo(callerctx);
@@ -576,9 +579,11 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	Oid			types[1] = {INTERVALOID};
 	Datum		args[1];
 	int64		changed;
+	int			nestlevel;
 
 	args[0] = PG_GETARG_DATUM(0);
 	SPI_connect();
+	nestlevel = PwSafeSearchPath();
 	PwCarriersLoad(&carriers);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -598,6 +603,7 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 					 carriers.result_col, carriers.result_col);
 	Exec(sql.data, 1, types, args, SPI_OK_SELECT);
 	changed = FirstInt8();
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 	PG_RETURN_INT64(changed);
 }
@@ -613,14 +619,17 @@ pw_create_writeback_index(PG_FUNCTION_ARGS)
 	char	   *relname;
 	char		idxname[NAMEDATALEN];
 	char	   *sql;
+	int			nestlevel;
 
 	SPI_connect();
+	nestlevel = PwSafeSearchPath();
 	PwCarriersLoad(&carriers);
 	relname = get_rel_name(carriers.relid);
 	snprintf(idxname, sizeof(idxname), "%.40s_pw_email_norm_idx", relname);
 	sql = psprintf("CREATE INDEX IF NOT EXISTS %s ON %s (lower(btrim(%s)))",
 				   quote_identifier(idxname), carriers.relation, carriers.email_col);
 	Exec(sql, 0, NULL, NULL, SPI_OK_UTILITY);
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(idxname));
 }

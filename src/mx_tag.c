@@ -516,6 +516,9 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/* and the caller's search_path cannot redirect its queries */
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "pw mx_tag run",
 								   ALLOCSET_DEFAULT_SIZES);

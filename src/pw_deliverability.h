@@ -34,6 +34,9 @@ extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 extern void CarriersInit(void);
 
+/* search_path.c */
+extern int	PwSafeSearchPath(void);
+
 /* resolver.c, mx_tag.c, worker.c */
 extern void ResolverInit(void);
 extern void MxTagInit(void);

@@ -929,19 +929,25 @@ SelBegin(FunctionCallInfo fcinfo, bool claim)
 	return st;
 }
 
-/* Connects to SPI and loads profile, caps and today's sends. */
-static void
+/*
+ * Connects to SPI, fixes the search_path and loads profile, caps and today's
+ * sends.  Returns the GUC nest level to restore before SPI_finish().
+ */
+static int
 SelPrepare(SelState *st, FunctionCallInfo fcinfo, bool claim)
 {
 	char	   *profile = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int			nestlevel;
 
 	SPI_connect();
+	nestlevel = PwSafeSearchPath();
 	MemoryContextSwitchTo(st->cxt);
 	SelLoadProfile(st, profile, !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2));
 	SelLoadCaps(st);
 	if (claim)
 		SelClaimLock(st);
 	SelLoadSentToday(st);
+	return nestlevel;
 }
 
 /*
@@ -954,6 +960,7 @@ pw_select_sendable_carriers(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bool		claim;
 	SelState   *st;
+	int			nestlevel;
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -963,9 +970,10 @@ pw_select_sendable_carriers(PG_FUNCTION_ARGS)
 	st = SelBegin(fcinfo, claim);
 	InitMaterializedSRF(fcinfo, 0);
 
-	SelPrepare(st, fcinfo, claim);
+	nestlevel = SelPrepare(st, fcinfo, claim);
 	if (PG_GETARG_INT32(0) > 0)
 		SelRun(st, PG_GETARG_INT32(0), claim);
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 
 	for (int64 i = 0; i < st->nrows; i++)
@@ -1047,14 +1055,16 @@ pw_selection_composition(PG_FUNCTION_ARGS)
 	int			nlist = 0;
 	HASH_SEQ_STATUS seq;
 	SelBucket  *b;
+	int			nestlevel;
 
 	st = SelBegin(fcinfo, false);
 	InitMaterializedSRF(fcinfo, 0);
 
-	SelPrepare(st, fcinfo, false);
+	nestlevel = SelPrepare(st, fcinfo, false);
 	if (PG_GETARG_INT32(0) > 0)
 		SelRun(st, PG_GETARG_INT32(0), false);
 	SelLoadAvailable(st);
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 
 	list = MemoryContextAlloc(st->cxt,

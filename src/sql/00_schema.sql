@@ -189,7 +189,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN nullif(rtrim(lower(btrim(split_part(email, '@', -1))), '.'), '');
 
 CREATE FUNCTION pw.suppressions_normalize() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
     NEW.email := pw.normalize_email(NEW.email);
@@ -252,7 +252,7 @@ CREATE TABLE pw.profiles (
 -- may take dead results marked verifiable), and a sent column shared by a
 -- campaign profile and a verification profile.
 CREATE FUNCTION pw.profiles_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     bad text;

@@ -75,14 +75,14 @@ REVOKE EXECUTE ON FUNCTION pw.mx_tag(integer) FROM PUBLIC;
 -- Creates the partial index that keeps finding untagged carriers cheap:
 -- the domain of every carrier whose MX column is NULL.
 CREATE FUNCTION pw.create_tagging_index() RETURNS text
-LANGUAGE plpgsql AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     c record;
     idx text;
 BEGIN
     SELECT * INTO c FROM pw.carriers_check();
-    idx := (SELECT relname FROM pg_class WHERE oid = c.relation) || '_pw_untagged_domain';
+    idx := (SELECT relname FROM pg_catalog.pg_class WHERE oid = c.relation) || '_pw_untagged_domain';
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (pw.email_domain(%s)) WHERE %s IS NULL',
                    idx, c.relation, c.email_column, c.mx_column);
     RETURN idx;
@@ -94,7 +94,7 @@ CREATE FUNCTION pw.mx_backlog_stats(
     OUT untagged_carriers bigint, OUT untagged_domains bigint,
     OUT unresolved_domains bigint, OUT failing_domains bigint,
     OUT due_domains bigint, OUT invalid_domains bigint, OUT cached_domains bigint)
-LANGUAGE plpgsql STABLE AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     c record;
@@ -121,7 +121,7 @@ CREATE VIEW pw.mx_backlog AS SELECT * FROM pw.mx_backlog_stats();
 -- Carriers per MX label (NULL: untagged), with the label's operator class.
 CREATE FUNCTION pw.mx_label_counts()
 RETURNS TABLE (label text, op_class text, carriers bigint)
-LANGUAGE plpgsql STABLE AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     c record;
@@ -146,6 +146,8 @@ SELECT domain, attempts, last_error, checked_at, next_check_at, label AS last_go
 CREATE FUNCTION pw.wake_tagger() RETURNS boolean
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'pw_wake_tagger';
+
+REVOKE EXECUTE ON FUNCTION pw.wake_tagger() FROM PUBLIC;
 
 -- The background tagger's process id, or NULL.
 CREATE FUNCTION pw.tagger_pid() RETURNS integer

@@ -47,7 +47,7 @@ END;
 CREATE FUNCTION pw.selection_index_ddl(profile text DEFAULT 'default',
                                        concurrent boolean DEFAULT false)
 RETURNS SETOF text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     p    pw.profiles;
@@ -64,7 +64,7 @@ BEGIN
     END IF;
     SELECT * INTO cc FROM pw.carriers_check(p.sent_column);
     SELECT format('%I.%I', n.nspname, c.relname) INTO rel
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = cc.relation;
     SELECT string_agg(quote_literal(r), ', ' ORDER BY r) INTO pool
       FROM unnest(pw.profile_pool(profile)) AS r;
@@ -86,7 +86,7 @@ $$;
 -- Returns the statements run.
 CREATE FUNCTION pw.create_selection_indexes(profile text DEFAULT 'default')
 RETURNS SETOF text
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     stmt text;
