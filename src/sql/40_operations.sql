@@ -20,7 +20,7 @@ CREATE TABLE pw.maillogs (
 -- canonical path ('' if none).  Ingestion calls it: security definer, so
 -- that a role granted ingestion needs no privilege on pw.maillogs.
 CREATE FUNCTION pw.maillog_profile(path text, canonical_path text) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 RETURN coalesce((SELECT m.profile FROM pw.maillogs m
                   WHERE m.path IN (maillog_profile.path, maillog_profile.canonical_path)
                   ORDER BY m.path = maillog_profile.path DESC LIMIT 1), '');
@@ -157,7 +157,7 @@ AS 'MODULE_PATHNAME', 'pw_selection_composition';
 CREATE FUNCTION pw.report(profile text DEFAULT 'default')
 RETURNS TABLE (section text, item text, op_class text, count bigint, total bigint,
                bounce_rate numeric, deferral_rate numeric, note text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     p      pw.profiles;
@@ -264,10 +264,10 @@ $$;
 
 -- Fails unless pg_cron is installed in this database.
 CREATE FUNCTION pw.require_pg_cron() RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Preload pg_cron (shared_preload_libraries), set cron.database_name to this '
@@ -289,7 +289,7 @@ CREATE FUNCTION pw.schedule_jobs(tag_schedule text DEFAULT '45 5 * * *',
                                  ingest_schedule text DEFAULT NULL,
                                  tag_max_domains integer DEFAULT 20000)
 RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     j   record;
@@ -340,7 +340,7 @@ $$;
 -- returns how many.
 CREATE FUNCTION pw.unschedule_jobs()
 RETURNS integer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     j record;

@@ -114,7 +114,7 @@ $node->safe_psql('postgres', q{
     GRANT USAGE ON SCHEMA pw TO campaign;
     GRANT SELECT ON pw.profiles, pw.carriers_config, pw.verify_results, pw.operators,
                     pw.operator_classes, pw.warmup_ramp, pw.operator_ramp,
-                    pw.blocked_domains, pw.suppressions TO campaign;
+                    pw.blocked_domains, pw.suppressions, pw.maillog_daily TO campaign;
     GRANT SELECT, UPDATE ON public.fmcsa_carriers TO campaign;
 });
 my ($ret, $out, $err) = as_role('campaign',
@@ -182,7 +182,7 @@ my %ctes = map { $_ => 1 } ($script =~ /\b(\w+)\s+AS\s+(?:MATERIALIZED\s+)?\(/gi
 while ($script =~ /\b(FROM|JOIN)\s+(?!\()([\w.]+)(\s*\()?/gi)
 {
 	my ($what, $name, $call) = ($1, $2, $3);
-	next if $call || $name =~ /^(pw|pg_catalog|pg_temp)\./;
+	next if $call || $name =~ /^(pw|pg_catalog|pg_temp|cron)\./;
 	next if $ctes{$name} || $name =~ /^(LATERAL|ONLY|UNNEST|PUBLIC)$/i;
 	push @unqualified, "$what $name";
 }
