@@ -26,7 +26,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl)
 
-EXTRA_CLEAN = tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -137,3 +137,6 @@ fuzz: fuzz-build
 	    -artifact_prefix=$(FUZZ_BUILD)/$$h- $(FUZZ_OPTS) \
 	    $(FUZZ_BUILD)/corpus-$$h $(CURDIR)/test/fuzz/corpus/$$h; \
 	done
+
+sanitize:
+	PROVE_TESTS='$(PROVE_TESTS)' test/sanitize.sh

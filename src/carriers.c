@@ -156,11 +156,14 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 	Datum		values[6];
 	bool		nulls[6] = {0};
 	char	   *sent = NULL;
+	MemoryContext callerctx = CurrentMemoryContext;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
 	SPI_connect();
+	/* the results are used after SPI_finish(): not in SPI's context */
+	MemoryContextSwitchTo(callerctx);
 	PwCarriersLoad(&carriers);
 	if (!PG_ARGISNULL(0))
 		sent = PwCarriersCheckColumn(&carriers, NameStr(*PG_GETARG_NAME(0)),
