@@ -26,7 +26,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl)
 
-EXTRA_CLEAN = tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -91,3 +91,52 @@ tap-check:
 	  $(patsubst test/%,%,$(PROVE_TESTS))
 
 endif
+
+# ---------------------------------------------------------------------------
+# Hardening (not part of make test; see README "Hardening: fuzzing,
+# sanitizers, valgrind")
+#
+#   make fuzz            libFuzzer harnesses (clang + libclang-rt-14-dev) on
+#                        the PostgreSQL-free sources, FUZZ_SECONDS each
+#   make sanitize        the extension built with ASan/UBSan (gcc), then the
+#                        regress + TAP suites with the ASan runtime preloaded
+#                        into every server process
+#   test/valgrind.sh     the regress SQL against a server under memcheck
+# ---------------------------------------------------------------------------
+FUZZ_SECONDS ?= 10
+FUZZ_CC ?= clang
+FUZZ_OPTS ?=
+FUZZ_HARNESSES = maillog domain classify
+FUZZ_BUILD = $(CURDIR)/test/fuzz/build
+FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -I$(CURDIR)/src
+FUZZ_SRC_maillog = src/maillog_parse.c
+FUZZ_SRC_domain = src/classify_core.c
+FUZZ_SRC_classify = src/classify_core.c
+FUZZ_LIBS_maillog =
+FUZZ_LIBS_domain = -lpsl
+FUZZ_LIBS_classify = -lpsl
+
+.PHONY: fuzz fuzz-build sanitize
+
+fuzz-build: $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c src/maillog_parse.c src/maillog_parse.h src/classify_core.c src/classify_core.h
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_LIBS_$*)
+
+# Each harness runs FUZZ_SECONDS from the committed seeds; new inputs go to
+# test/fuzz/build/corpus-NAME, crash reproducers to test/fuzz/build/NAME-*.
+fuzz: fuzz-build
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus-$$h; \
+	  echo "== fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -timeout=5 \
+	    -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/$$h- $(FUZZ_OPTS) \
+	    $(FUZZ_BUILD)/corpus-$$h $(CURDIR)/test/fuzz/corpus/$$h; \
+	done
+
+sanitize:
+	PROVE_TESTS='$(PROVE_TESTS)' test/sanitize.sh

@@ -163,12 +163,15 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 	bool		nulls[6] = {0};
 	char	   *sent = NULL;
 	int			nestlevel;
+	MemoryContext callerctx = CurrentMemoryContext;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/* the results are used after SPI_finish(): not in SPI's context */
+	MemoryContextSwitchTo(callerctx);
 	PwCarriersLoad(&carriers);
 	if (!PG_ARGISNULL(0))
 		sent = PwCarriersCheckColumn(&carriers, NameStr(*PG_GETARG_NAME(0)),
