@@ -368,12 +368,88 @@ TextArray(char **vals, int n)
 											  -1, false, TYPALIGN_INT));
 }
 
+/* The batch statements, prepared once per run */
+typedef struct WritePlans
+{
+	SPIPlanPtr	insert;			/* outcomes into pw.mx_domains */
+	SPIPlanPtr	update;			/* labels to untagged carriers */
+	SPIPlanPtr	relabel;		/* carriers of relabelled domains */
+} WritePlans;
+
+/* Prepares one batch statement with a generic plan (never re-planned). */
+static SPIPlanPtr
+PrepareGeneric(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
+										  CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare a tagging statement: %s",
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
+ * Prepares the batch statements for the carriers relation: their arrays
+ * are parameters, so a generic plan spares planning (and copying the
+ * arrays into the plan) at every batch.
+ */
+static void
+PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
+{
+	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, INT4OID, INT4OID};
+	Oid			t3[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+
+	/*
+	 * A success replaces everything; a failure keeps the last good answer,
+	 * counts the attempt and backs off exponentially (capped at
+	 * recheck_after); an invalid name is never checked again.
+	 */
+	plans->insert = PrepareGeneric(
+								   "INSERT INTO pw.mx_domains AS m (domain, label, mx_hosts, outcome, resolved_at,"
+								   " checked_at, next_check_at, attempts, last_error)"
+								   " SELECT d.domain, d.label, string_to_array(d.hosts, ' '), d.outcome,"
+								   "  CASE WHEN d.outcome <> 'failed' THEN now() END, now(),"
+								   "  CASE WHEN d.outcome = 'invalid' THEN NULL"
+								   "       WHEN d.outcome = 'failed' THEN now() + make_interval(secs => least($7, $6))"
+								   "       ELSE now() + make_interval(secs => $6) END,"
+								   "  CASE WHEN d.outcome = 'failed' THEN 1 ELSE 0 END, d.err"
+								   " FROM unnest($1, $2, $3, $4, $5) AS d(domain, label, hosts, outcome, err)"
+								   " ON CONFLICT (domain) DO UPDATE SET"
+								   "  label = CASE WHEN excluded.outcome = 'failed' THEN m.label ELSE excluded.label END,"
+								   "  mx_hosts = CASE WHEN excluded.outcome = 'failed' THEN m.mx_hosts ELSE excluded.mx_hosts END,"
+								   "  outcome = excluded.outcome,"
+								   "  resolved_at = coalesce(excluded.resolved_at, m.resolved_at),"
+								   "  checked_at = excluded.checked_at,"
+								   "  next_check_at = CASE WHEN excluded.outcome = 'failed'"
+								   "   THEN now() + make_interval(secs => least($6::float8, $7::float8 * power(2, least(m.attempts, 40))))"
+								   "   ELSE excluded.next_check_at END,"
+								   "  attempts = CASE WHEN excluded.outcome = 'failed' THEN m.attempts + 1 ELSE 0 END,"
+								   "  last_error = excluded.last_error",
+								   7, types);
+	plans->update = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
+											" FROM unnest($1, $2) AS d(domain, label)"
+											" WHERE c.%s IS NULL AND d.label IS NOT NULL"
+											" AND pw.email_domain(c.%s) = d.domain",
+											carriers->relation, carriers->mx_col,
+											carriers->mx_col, carriers->email_col),
+								   2, types);
+	plans->relabel = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
+											 " FROM unnest($1, $2, $3) AS d(domain, label, old)"
+											 " WHERE d.old IS NOT NULL AND c.%s = d.old"
+											 " AND pw.email_domain(c.%s) = d.domain",
+											 carriers->relation, carriers->mx_col,
+											 carriers->mx_col, carriers->email_col),
+									3, t3);
+}
+
 /*
  * Writes a chunk's outcomes to pw.mx_domains and its labels to the
  * carriers; adds to the counts.
  */
 static void
-WriteChunk(PwCarriers *carriers, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
+WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
 {
 	char	  **domains = palloc(sizeof(char *) * njobs);
 	char	  **labels = palloc(sizeof(char *) * njobs);
@@ -382,10 +458,7 @@ WriteChunk(PwCarriers *carriers, DomainJob *jobs, int njobs, PwMxTagCounts *coun
 	char	  **errors = palloc(sizeof(char *) * njobs);
 	char	  **olds = palloc(sizeof(char *) * njobs);
 	int			nchanged = 0;
-	Oid			types[8] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, INT4OID, INT4OID, TEXTARRAYOID};
 	Datum		values[8];
-	char	   *sql;
 
 	for (int i = 0; i < njobs; i++)
 	{
@@ -422,43 +495,11 @@ WriteChunk(PwCarriers *carriers, DomainJob *jobs, int njobs, PwMxTagCounts *coun
 	values[6] = Int32GetDatum(pw_retry_after);
 	values[7] = TextArray(olds, njobs);
 
-	/*
-	 * A success replaces everything; a failure keeps the last good answer,
-	 * counts the attempt and backs off exponentially (capped at
-	 * recheck_after); an invalid name is never checked again.
-	 */
-	if (SPI_execute_with_args(
-							  "INSERT INTO pw.mx_domains AS m (domain, label, mx_hosts, outcome, resolved_at,"
-							  " checked_at, next_check_at, attempts, last_error)"
-							  " SELECT d.domain, d.label, string_to_array(d.hosts, ' '), d.outcome,"
-							  "  CASE WHEN d.outcome <> 'failed' THEN now() END, now(),"
-							  "  CASE WHEN d.outcome = 'invalid' THEN NULL"
-							  "       WHEN d.outcome = 'failed' THEN now() + make_interval(secs => least($7, $6))"
-							  "       ELSE now() + make_interval(secs => $6) END,"
-							  "  CASE WHEN d.outcome = 'failed' THEN 1 ELSE 0 END, d.err"
-							  " FROM unnest($1, $2, $3, $4, $5) AS d(domain, label, hosts, outcome, err)"
-							  " ON CONFLICT (domain) DO UPDATE SET"
-							  "  label = CASE WHEN excluded.outcome = 'failed' THEN m.label ELSE excluded.label END,"
-							  "  mx_hosts = CASE WHEN excluded.outcome = 'failed' THEN m.mx_hosts ELSE excluded.mx_hosts END,"
-							  "  outcome = excluded.outcome,"
-							  "  resolved_at = coalesce(excluded.resolved_at, m.resolved_at),"
-							  "  checked_at = excluded.checked_at,"
-							  "  next_check_at = CASE WHEN excluded.outcome = 'failed'"
-							  "   THEN now() + make_interval(secs => least($6::float8, $7::float8 * power(2, least(m.attempts, 40))))"
-							  "   ELSE excluded.next_check_at END,"
-							  "  attempts = CASE WHEN excluded.outcome = 'failed' THEN m.attempts + 1 ELSE 0 END,"
-							  "  last_error = excluded.last_error",
-							  7, types, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(plans->insert, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write pw.mx_domains");
 
 	/* labels reach untagged carriers of these domains */
-	sql = psprintf("UPDATE %s c SET %s = d.label"
-				   " FROM unnest($1, $2) AS d(domain, label)"
-				   " WHERE c.%s IS NULL AND d.label IS NOT NULL"
-				   " AND pw.email_domain(c.%s) = d.domain",
-				   carriers->relation, carriers->mx_col, carriers->mx_col,
-				   carriers->email_col);
-	if (SPI_execute_with_args(sql, 2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(plans->update, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update carriers");
 	counts->carriers += SPI_processed;
 
@@ -466,15 +507,8 @@ WriteChunk(PwCarriers *carriers, DomainJob *jobs, int njobs, PwMxTagCounts *coun
 	if (nchanged > 0)
 	{
 		Datum		v2[3] = {values[0], values[1], values[7]};
-		Oid			t2[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 
-		sql = psprintf("UPDATE %s c SET %s = d.label"
-					   " FROM unnest($1, $2, $3) AS d(domain, label, old)"
-					   " WHERE d.old IS NOT NULL AND c.%s = d.old"
-					   " AND pw.email_domain(c.%s) = d.domain",
-					   carriers->relation, carriers->mx_col, carriers->mx_col,
-					   carriers->email_col);
-		if (SPI_execute_with_args(sql, 3, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
+		if (SPI_execute_plan(plans->relabel, v2, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update carriers");
 		counts->carriers += SPI_processed;
 	}
@@ -496,6 +530,7 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 	PwSuffixRule *rules;
 	size_t		nrules;
 	PwResolver *res = NULL;
+	WritePlans	plans;
 	Portal		portal;
 	char	   *sql;
 	TimestampTz start = GetCurrentTimestamp();
@@ -560,6 +595,7 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 		portal = SPI_cursor_open_with_args(NULL, sql, 1, argtypes, args, NULL,
 										   false, 0);
 		res = PwResolverCreate(runcxt);
+		PrepareWritePlans(&carriers, &plans);
 
 		while (remaining > 0)
 		{
@@ -606,7 +642,7 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 			t0 = GetCurrentTimestamp();
 			ResolveChunk(&cs, jobs, njobs);
 			t1 = GetCurrentTimestamp();
-			WriteChunk(&carriers, jobs, njobs, counts);
+			WriteChunk(&plans, jobs, njobs, counts);
 			elog(DEBUG1, "pw mx_tag: batch of %d domains: DNS %.3f s, writes %.3f s",
 				 njobs, (t1 - t0) / 1e6, (GetCurrentTimestamp() - t1) / 1e6);
 
@@ -614,6 +650,9 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 			MemoryContextReset(chunkcxt);
 		}
 		SPI_cursor_close(portal);
+		SPI_freeplan(plans.insert);
+		SPI_freeplan(plans.update);
+		SPI_freeplan(plans.relabel);
 		PwResolverDestroy(res);
 	}
 
