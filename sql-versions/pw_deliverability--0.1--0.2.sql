@@ -518,7 +518,12 @@ CREATE TEMP TABLE seed_warmup_ramp (LIKE pw.warmup_ramp INCLUDING DEFAULTS);
 INSERT INTO pg_temp.seed_verify_results (result, dead, description) VALUES
     ('smtp_valid',        false, 'an MX explicitly accepted this mailbox at RCPT TO'),
     ('send_confirmed',    false, 'a real verification send was delivered and never bounced'),
-    ('catch_all_domain',  false, 'the domain accepts every recipient at SMTP time;
+    ('catch_all_domain',  false, 'the domain accepts every recipient at SMTP time; may bounce later'),
+    ('mx_unreachable',    true,  'an MX exists but never answered the probe; hard-bounces on a real send'),
+    ('no_mx_records',     true,  'the domain has no mail exchanger'),
+    ('invalid_syntax',    true,  'the address is not syntactically valid'),
+    ('smtp_rejected_550', true,  'the MX rejected this mailbox with 550'),
+    ('hard_bounced',      true,  'a real send hard-bounced; suppressed forever');
 UPDATE pg_temp.seed_verify_results SET verifiable = true WHERE result = 'mx_unreachable';
 INSERT INTO pg_temp.seed_operator_classes (name, description) VALUES
     ('big',      'large filtering operators: held out during warmup, then ramped in'),
