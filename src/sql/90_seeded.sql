@@ -11,18 +11,21 @@
 -- replaces that row (pw.config_row_insert), so user edits of a shipped
 -- default (say the default profile's warmup_start) survive dump/restore.
 
--- Any update makes the row the user's.
+-- Any update makes the row the user's, except the replacement of a seeded
+-- row by pw.config_row_insert(), which keeps the inserted row's flag.
 CREATE FUNCTION pw.config_row_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    NEW.seeded := false;
+    IF pg_catalog.current_setting('pw_seeded.replacing', true) IS DISTINCT FROM 'on' THEN
+        NEW.seeded := false;
+    END IF;
     RETURN NEW;
 END
 $$;
 
--- A user row whose primary key matches a seeded row replaces the seeded row
--- in place (foreign keys to it stay valid); any other row is inserted.
+-- A row whose primary key matches a seeded row replaces the seeded row in
+-- place (foreign keys to it stay valid); any other row is inserted.
 CREATE FUNCTION pw.config_row_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -31,9 +34,6 @@ DECLARE
     cols text;
     n    bigint;
 BEGIN
-    IF NEW.seeded THEN
-        RETURN NEW;
-    END IF;
     SELECT string_agg(format('t.%I IS NOT DISTINCT FROM ($1).%I', a.attname, a.attname), ' AND ')
       INTO keys
       FROM pg_catalog.pg_index i
@@ -43,10 +43,12 @@ BEGIN
       INTO cols
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+    PERFORM pg_catalog.set_config('pw_seeded.replacing', 'on', true);
     EXECUTE format('UPDATE %I.%I t SET %s WHERE t.seeded AND %s',
                    TG_TABLE_SCHEMA, TG_TABLE_NAME, cols, keys)
       USING NEW;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM pg_catalog.set_config('pw_seeded.replacing', 'off', true);
     IF n > 0 THEN
         RETURN NULL;
     END IF;
@@ -55,7 +57,7 @@ END
 $$;
 
 -- Marks the rows seeded so far, and dumps only the user's rows.
-CREATE FUNCTION pw.config_mark_seeded(tbl regclass) RETURNS void
+CREATE FUNCTION pw.config_mark_seeded(tbl regclass, dump_all boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
@@ -65,7 +67,7 @@ BEGIN
                    ' FOR EACH ROW EXECUTE FUNCTION pw.config_row_update()', tbl);
     EXECUTE format('CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON %s'
                    ' FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert()', tbl);
-    PERFORM pg_catalog.pg_extension_config_dump(tbl, 'WHERE NOT seeded');
+    PERFORM pg_catalog.pg_extension_config_dump(tbl, CASE WHEN dump_all THEN '' ELSE 'WHERE NOT seeded' END);
 END
 $$;
 
@@ -75,6 +77,8 @@ SELECT pw.config_mark_seeded('pw.operators');
 SELECT pw.config_mark_seeded('pw.mx_suffix_rules');
 SELECT pw.config_mark_seeded('pw.blocked_domains');
 SELECT pw.config_mark_seeded('pw.carriers_config');
-SELECT pw.config_mark_seeded('pw.profiles');
+-- The shipped profiles start their warmup on the install day: all profiles
+-- are dumped, so that a restore keeps their warmup_start.
+SELECT pw.config_mark_seeded('pw.profiles', dump_all => true);
 SELECT pw.config_mark_seeded('pw.warmup_ramp');
-DROP FUNCTION pw.config_mark_seeded(regclass);
+DROP FUNCTION pw.config_mark_seeded(regclass, boolean);
