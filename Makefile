@@ -9,13 +9,15 @@
 #   make demo            the main job end to end on the embedded default
 
 EXTENSION = pw_deliverability
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 MODULE_big = pw_deliverability
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 # The install script is assembled from one fragment per concern.
 INSTALL_SQL = $(EXTENSION)--$(EXTVERSION).sql
 DATA_built = $(INSTALL_SQL)
+# Frozen scripts of earlier versions and the upgrade scripts (sql-versions/).
+DATA = $(sort $(wildcard sql-versions/*.sql))
 SQL_FRAGMENTS = $(sort $(wildcard src/sql/*.sql))
 
 REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))

@@ -57,7 +57,19 @@ INSERT INTO pw.profiles (name, sendable_results) VALUES ('p1', '{}');
 \set VERBOSITY default
 INSERT INTO pw.mx_suffix_rules VALUES ('.Google.com', 'google');
 INSERT INTO pw.blocked_domains VALUES ('Yahoo.com', 'yahoo_aol');
+-- an insert over an untouched shipped default replaces it, and the row is then
+-- the user's (dumped by pg_dump); a second insert collides
+SELECT seeded FROM pw.carriers_config;
 INSERT INTO pw.carriers_config DEFAULT VALUES;
+SELECT count(*), bool_or(seeded) FROM pw.carriers_config;
+INSERT INTO pw.carriers_config DEFAULT VALUES;
+-- an update makes a seeded row the user's; untouched seeds stay seeded
+UPDATE pw.operators SET note = note WHERE label = 'google';
+SELECT label, seeded FROM pw.operators WHERE label IN ('google', 'microsoft') ORDER BY label;
+SELECT c.relname, e.extcondition[i] AS dump_condition
+  FROM pg_extension e, generate_subscripts(e.extconfig, 1) i, pg_class c
+ WHERE e.extname = 'pw_deliverability' AND c.oid = e.extconfig[i]
+ ORDER BY 1;
 
 -- suppressions are stored normalised: case-insensitive
 INSERT INTO pw.suppressions (email, reason) VALUES ('  Someone@Example.COM ', 'opt-out');

@@ -1,4 +1,4 @@
--- pw_deliverability 0.1 install script.
+-- pw_deliverability install script (see the Makefile: EXTVERSION).
 -- Assembled by the Makefile from src/sql/*.sql, in name order.
 
 \echo Use "CREATE EXTENSION pw_deliverability" to load this file. \quit

@@ -33,12 +33,12 @@ CREATE TABLE pw.maillog_files (
     dev         bigint NOT NULL,
     inode       bigint NOT NULL,
     "offset"    bigint NOT NULL DEFAULT 0 CONSTRAINT maillog_files_offset_nonnegative CHECK ("offset" >= 0),
-    tail        bytea,      -- the bytes just before "offset" (up to 256): recognises the file
     lines       bigint NOT NULL DEFAULT 0,
     events      bigint NOT NULL DEFAULT 0,
     unparsed    bigint NOT NULL DEFAULT 0,
     overlong    bigint NOT NULL DEFAULT 0,
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    tail        bytea       -- the bytes just before "offset" (up to 256): recognises the file
 );
 
 -- Recipients seen deferred and not (yet) sent or bounced, per queue id: a

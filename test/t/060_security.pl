@@ -148,7 +148,7 @@ is($node->safe_psql('postgres', q{
 	'no function in another language');
 
 # --- the install script: every object and reference schema-qualified -----------
-my $script_path = pw_srcdir() . '/pw_deliverability--0.1.sql';
+my $script_path = pw_srcdir() . '/pw_deliverability--0.2.sql';
 my $script = slurp_file($script_path);
 # comments out; dollar-quoted bodies kept (their table references count too)
 $script =~ s/--[^\n]*//g;
