@@ -26,6 +26,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -495,6 +496,15 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+
+	/*
+	 * The staged rows are scanned several times: keep them in memory when
+	 * this session has not used temporary tables yet (temp_buffers can only
+	 * change before; the buffers are allocated as they fill).
+	 */
+	if (NLocBuffer == 0)
+		(void) set_config_option("temp_buffers", "128MB", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	PwCarriersLoad(&carriers);
 	PrepareStaging();
 
