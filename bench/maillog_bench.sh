@@ -14,6 +14,7 @@
 #   PW_BENCH_LINES     lines of the generated log (default 1000000)
 #   PW_BENCH_CARRIERS  carriers for the ingest run (default 1600000)
 #   PW_BENCH_RUNS      timed runs of each read, best one kept (default 3)
+#   PW_BENCH_SKIP_READ set to 1 to time only the ingest
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,6 +26,7 @@ fi
 LINES="${PW_BENCH_LINES:-1000000}"
 CARRIERS="${PW_BENCH_CARRIERS:-1600000}"
 RUNS="${PW_BENCH_RUNS:-3}"
+SKIP_READ="${PW_BENCH_SKIP_READ:-0}"
 BINDIR="$SRC/tmp_install$(pg_config --bindir)"
 [ -x "$BINDIR/postgres" ] || { echo "run 'make temp-install' first" >&2; exit 1; }
 export PATH="$BINDIR:$PATH"
@@ -82,6 +84,7 @@ NLINES=$(wc -l < "$WORK/mail.log")
 EVENTS=$(grep -c 'status=' "$WORK/mail.log")
 printf '%d lines, %.1f MB, %d delivery-status lines\n' "$NLINES" "$(echo "$BYTES" | awk '{print $1/1048576}')" "$EVENTS"
 
+if [ "$SKIP_READ" != 1 ]; then
 echo
 echo "== reading (best of $RUNS)"
 best=""
@@ -121,6 +124,7 @@ echo "rows: read_maillog $(psql_q -At -c "SELECT count(*) FROM pw.read_maillog('
 	"3-field regexp $n_min (the regexps skip the qmgr expiry lines)"
 printf 'read_maillog is %.0fx the 12-field and %.0fx the 3-field SQL-regex baseline\n' \
 	"$(echo "$t_full $t_read" | awk '{print $1/$2}')" "$(echo "$t_min $t_read" | awk '{print $1/$2}')"
+fi
 
 echo
 echo "== ingest with writeback into $CARRIERS carriers"

@@ -26,6 +26,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -119,8 +120,41 @@ PrepareStaging(void)
 				 0, NULL, NULL, SPI_OK_UTILITY);
 		}
 	}
-	Exec("TRUNCATE pg_temp.pw_maillog_batch", 0, NULL, NULL,
+	Exec("SELECT to_regclass('pg_temp.pw_maillog_addr') IS NOT NULL", 0, NULL, NULL,
+		 SPI_OK_SELECT);
+	{
+		bool		isnull;
+		bool		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!exists)
+			Exec("CREATE TEMP TABLE pw_maillog_addr ("
+				 " addr text, in_carriers boolean, mx text) ON COMMIT DELETE ROWS",
+				 0, NULL, NULL, SPI_OK_UTILITY);
+	}
+	Exec("TRUNCATE pg_temp.pw_maillog_batch, pg_temp.pw_maillog_addr", 0, NULL, NULL,
 		 SPI_OK_UTILITY);
+}
+
+/*
+ * Runs a statement joining staged rows to the carriers by probing the index
+ * on the normalised email (addresses are few next to the carriers; with the
+ * probes in index order this beats hashing the whole table, and the planner
+ * still hashes when there is no such index).  Returns SPI_processed.
+ */
+static uint64
+ExecProbingCarriers(const char *sql, int expected)
+{
+	int			nestlevel = NewGUCNestLevel();
+	uint64		n;
+
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = Exec(sql, 0, NULL, NULL, expected);
+	AtEOXact_GUC(true, nestlevel);
+	return n;
 }
 
 /* Stats a canonical path; false when it does not exist. */
@@ -247,6 +281,7 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 {
 	StringInfoData sql;
 	char	   *norm;
+	char	   *profile;
 	Oid			log_types[2] = {TEXTOID, TEXTOID};
 	Datum		log_values[2];
 
@@ -308,16 +343,37 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 	 * pw.deliveries), and the outcomes per day and operator.  Returns the
 	 * number of addresses that are not carriers.
 	 */
+	/*
+	 * The profile is looked up once: pw.maillog_profile() is security
+	 * definer, so calling it per staged row costs seconds on a big log.
+	 */
+	log_values[0] = CStringGetTextDatum(given);
+	log_values[1] = CStringGetTextDatum(canon);
+	Exec("SELECT pw.maillog_profile($1, $2)", 2, log_types, log_values, SPI_OK_SELECT);
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		profile = isnull ? pstrdup("") : TextDatumGetCString(d);
+	}
+
 	norm = psprintf("lower(btrim(c.%s))", carriers->email_col);
 	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "WITH a AS MATERIALIZED ("
-					 "   SELECT x.addr, bool_or(c.%s IS NOT NULL) AS in_carriers, max(c.%s) AS mx"
-					 "     FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch"
-					 "            WHERE addr IS NOT NULL AND kind IN ('sent', 'deferred', 'bounced')) x"
-					 "     LEFT JOIN %s c ON %s = x.addr"
-					 "    GROUP BY x.addr),"
+					 "INSERT INTO pg_temp.pw_maillog_addr (addr, in_carriers, mx)"
+					 " SELECT x.addr, bool_or(c.%s IS NOT NULL), max(c.%s)"
+					 "   FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch"
+					 "          WHERE addr IS NOT NULL AND kind IN ('sent', 'deferred', 'bounced')"
+					 "          ORDER BY addr) x"
+					 "   LEFT JOIN %s c ON %s = x.addr"
+					 "  GROUP BY x.addr",
+					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
+	ExecProbingCarriers(sql.data, SPI_OK_INSERT);
+	Exec("ANALYZE pg_temp.pw_maillog_addr", 0, NULL, NULL, SPI_OK_UTILITY);
+	resetStringInfo(&sql);
+	appendStringInfoString(&sql,
+					 "WITH a AS (SELECT addr, in_carriers, mx FROM pg_temp.pw_maillog_addr),"
 					 " g AS MATERIALIZED ("
 					 "   SELECT g.*, lb.dsn AS bounce_dsn, lb.reason AS bounce_reason, a.in_carriers, a.mx"
 					 "     FROM (SELECT b.addr,"
@@ -361,12 +417,13 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 					 "   SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
 					 "     s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
 					 "     s.source, s.in_carriers, s.mx"
-					 "     FROM g s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)),"
+					 "     FROM g s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)"
+					 "    ORDER BY s.addr),"
 					 " m AS ("
 					 "   INSERT INTO pw.maillog_daily AS m (day, mx_provider, profile, sent, deferred, bounced)"
 					 "   SELECT b.logged_at::date,"
 					 "     CASE WHEN a.in_carriers THEN coalesce(a.mx, '(untagged)') ELSE '(not a carrier)' END,"
-					 "     pw.maillog_profile($1, $2),"
+					 "     $1,"
 					 "     count(*) FILTER (WHERE b.kind = 'sent'), count(*) FILTER (WHERE b.kind = 'deferred'),"
 					 "     count(*) FILTER (WHERE b.kind = 'bounced')"
 					 "     FROM pg_temp.pw_maillog_batch b JOIN a ON a.addr = b.addr"
@@ -375,11 +432,9 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 					 "   ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
 					 "     sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
 					 "     bounced = m.bounced + EXCLUDED.bounced)"
-					 " SELECT count(*) FILTER (WHERE NOT in_carriers) FROM a",
-					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
-	log_values[0] = CStringGetTextDatum(given);
-	log_values[1] = CStringGetTextDatum(canon);
-	Exec(sql.data, 2, log_types, log_values, SPI_OK_SELECT);
+					 " SELECT count(*) FILTER (WHERE NOT in_carriers) FROM a");
+	log_values[0] = CStringGetTextDatum(profile);
+	Exec(sql.data, 1, log_types, log_values, SPI_OK_SELECT);
 	counts->unknown = FirstInt8();
 
 	/* hard bounces: every carrier with the address, whatever its result */
@@ -389,21 +444,7 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 					 "  FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced') b"
 					 " WHERE %s = b.addr AND c.%s IS DISTINCT FROM 'hard_bounced'",
 					 carriers->relation, carriers->result_col, norm, carriers->result_col);
-	{
-		/*
-		 * Bounces are few next to the carriers: probe the index on the
-		 * normalised email rather than hash the whole table (the planner
-		 * still hashes when there is no such index).
-		 */
-		int			nestlevel = NewGUCNestLevel();
-
-		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		counts->carriers_bounced = (int64) Exec(sql.data, 0, NULL, NULL, SPI_OK_UPDATE);
-		AtEOXact_GUC(true, nestlevel);
-	}
+	counts->carriers_bounced = (int64) ExecProbingCarriers(sql.data, SPI_OK_UPDATE);
 
 	/* and the suppression list (the first bounce's reason is kept) */
 	counts->suppressed = (int64)
@@ -455,6 +496,15 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+
+	/*
+	 * The staged rows are scanned several times: keep them in memory when
+	 * this session has not used temporary tables yet (temp_buffers can only
+	 * change before; the buffers are allocated as they fill).
+	 */
+	if (NLocBuffer == 0)
+		(void) set_config_option("temp_buffers", "128MB", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	PwCarriersLoad(&carriers);
 	PrepareStaging();
 
