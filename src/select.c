@@ -106,6 +106,9 @@ typedef struct SelState
 	int32		null_run_cap;
 	int32		default_daily_cap;
 	double		brake_slow_factor;
+	bool		brake_enabled;
+	int32		brake_window_days;
+	int32		brake_min_sample;
 	char	   *pool_sql;		/* quoted literals: 'a', 'b' */
 	int			nclasscaps;
 	char	  **class_names;
@@ -312,7 +315,8 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 			"SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
 			"       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
 			"       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
-			"       pw.profile_pool(p.name), p.brake_slow_factor::float8"
+			"       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
+			"       p.brake_enabled, p.brake_window_days, p.brake_min_sample"
 			"  FROM pw.profiles p WHERE p.name = $1",
 			1, types, values, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -339,6 +343,12 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	pool = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull);
 	st->brake_slow_factor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 10, &isnull));
+	st->brake_enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 11, &isnull));
+	st->brake_window_days = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 12, &isnull));
+	st->brake_min_sample = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 13, &isnull));
 
 	if (day_given)
 	{
@@ -379,6 +389,60 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	MemoryContextSwitchTo(st->cxt);
 	st->sent_col = PwCarriersCheckColumn(&st->carriers, st->sent_col_raw,
 										 "sent", TIMESTAMPTZOID);
+}
+
+/*
+ * Loads the operators the reputation brake pauses or slows down now.  The
+ * same judgement as pw.brake_status(), but only the braked operators come
+ * back: operators under brake_min_sample outcomes are dropped right after
+ * the aggregate, before any rate, class or reason is computed.
+ */
+static void
+SelLoadBrake(SelState *st)
+{
+	Oid			types[3] = {TEXTOID, INT4OID, INT8OID};
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(st->profile);
+	values[1] = Int32GetDatum(st->brake_window_days);
+	values[2] = Int64GetDatum((int64) st->brake_min_sample);
+
+	SelExec(st,
+			"SELECT o.operator,"
+			"       CASE WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused' ELSE 'slowed' END,"
+			"       CASE WHEN r.bounce_rate > p.brake_bounce_rate"
+			"            THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',"
+			"                        r.bounce_rate, p.brake_bounce_rate, o.sample, p.brake_window_days)"
+			"            ELSE format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',"
+			"                        r.deferral_rate, p.brake_deferral_rate, o.sample,"
+			"                        p.brake_window_days, p.brake_slow_factor) END"
+			"  FROM (SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,"
+			"               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,"
+			"               (sum(d.sent) + sum(d.deferred) + sum(d.bounced))::bigint AS sample"
+			"          FROM pw.maillog_daily d"
+			"         WHERE d.day > current_date - $2 AND d.day <= current_date"
+			"           AND d.profile IN ($1, '')"
+			"           AND d.mx_provider <> '(not a carrier)'"
+			"         GROUP BY d.mx_provider"
+			"        HAVING sum(d.sent) + sum(d.deferred) + sum(d.bounced) >= $3) o"
+			" CROSS JOIN LATERAL"
+			"       (SELECT round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,"
+			"               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4)"
+			"               AS deferral_rate) r"
+			"  JOIN pw.profiles p ON p.name = $1"
+			" WHERE r.bounce_rate > p.brake_bounce_rate OR r.deferral_rate > p.brake_deferral_rate",
+			3, types, values, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *label = SelGetText(i, 1);
+		SelBucket  *b;
+
+		CHECK_FOR_INTERRUPTS();
+		b = SelGetBucket(st, strcmp(label, "(untagged)") == 0 ? NULL : label);
+		b->brake = SelGetText(i, 2);
+		b->brake_reason = SelGetText(i, 3);
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -436,20 +500,8 @@ SelLoadCaps(SelState *st)
 	SPI_freetuptable(SPI_tuptable);
 
 	/* the reputation brake: '(untagged)' outcomes brake the untagged bucket */
-	SelExec(st,
-			"SELECT b.operator, b.action, b.reason FROM pw.brake_status($1) b"
-			" WHERE b.action IS NOT NULL",
-			1, types, values, SPI_OK_SELECT);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *label = SelGetText(i, 1);
-		SelBucket  *b;
-
-		b = SelGetBucket(st, strcmp(label, "(untagged)") == 0 ? NULL : label);
-		b->brake = SelGetText(i, 2);
-		b->brake_reason = SelGetText(i, 3);
-	}
-	SPI_freetuptable(SPI_tuptable);
+	if (st->brake_enabled)
+		SelLoadBrake(st);
 
 	SelExec(st, "SELECT d.domain FROM pw.blocked_domains d",
 			0, NULL, NULL, SPI_OK_SELECT);
