@@ -46,14 +46,6 @@ PG_FUNCTION_INFO_V1(pw_selection_composition);
 /* Bucket name of untagged carriers */
 #define SEL_NULL_BUCKET "__null__"
 
-/*
- * Exhausted buckets left out of a batch query at most: the filter compares
- * each scanned row with every label in the list, so only the buckets most
- * likely to come up are listed; rows of the others reach the loop and are
- * skipped there.
- */
-#define SEL_MAX_EXCLUDED 24
-
 /* Rows fetched by the first batch at least, and by any batch at most */
 #define SEL_MIN_BATCH 256
 #define SEL_MAX_BATCH 65536
@@ -666,8 +658,8 @@ SelAppendCandidateWhere(SelState *st, StringInfo sql, bool in_memory)
 
 /*
  * The batch query: candidates from id "from_id" on, in ascending id, at most
- * "limit", without the labels in "excluded" (a literal, so that the filter
- * is a hash lookup) and without the untagged bucket unless "with_null".  The
+ * "limit", without the labels in "excluded" (a text[] parameter: the
+ * planner folds it into a constant, so that the filter is a hash lookup) and without the untagged bucket unless "with_null".  The
  * pool stays literal so that the profile's partial index matches.
  */
 static char *
@@ -693,33 +685,9 @@ SelBatchQuery(SelState *st, int64 from_id, int64 limit, const char *excluded,
 }
 
 /*
- * How likely an exhausted bucket's rows are to come up in the next batch:
- * rows seen so far, else today's sends as a proxy; held-out classes (the
- * largest operators) first.
- */
-static int64
-SelExcludePriority(SelState *st, const SelBucket *b)
-{
-	int64		p = b->seen + b->sent_today;
-
-	if (st->hold && SelHeldClass(b->op_class))
-		p += PG_INT32_MAX;
-	return p;
-}
-
-/* Orders exhausted buckets by SelExcludePriority(), highest first. */
-static int
-SelExcludeCmp(const void *a, const void *b, void *arg)
-{
-	int64		pa = SelExcludePriority((SelState *) arg, *(SelBucket *const *) a);
-	int64		pb = SelExcludePriority((SelState *) arg, *(SelBucket *const *) b);
-
-	return (pa < pb) - (pa > pb);
-}
-
-/*
- * Runs the batch query of candidates from "from_id" on, leaving out the
- * exhausted buckets most likely to come up.
+ * Runs the batch query of candidates from "from_id" on, leaving out every
+ * exhausted bucket (a hashed "<> ALL" filter costs the same for thousands of
+ * labels as for a few).
  *
  * The scan must stay in id order and stop early, so the planner must not
  * trade the ordered index scan for a sort of the pool when the left-out
@@ -732,30 +700,26 @@ SelExecBatch(SelState *st, int64 from_id, int64 limit)
 {
 	HASH_SEQ_STATUS seq;
 	SelBucket  *b;
-	SelBucket **exhausted;
+	Datum	   *exhausted;
 	int			nexhausted = 0;
-	StringInfoData excluded;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		values[1];
 	char	   *sql;
 	int			nestlevel;
 
-	exhausted = palloc(sizeof(SelBucket *) * (hash_get_num_entries(st->buckets) + 1));
+	exhausted = palloc(sizeof(Datum) * (hash_get_num_entries(st->buckets) + 1));
+	exhausted[nexhausted++] = CStringGetTextDatum("none");
 	hash_seq_init(&seq, st->buckets);
 	while ((b = hash_seq_search(&seq)) != NULL)
 	{
 		SelResolve(st, b);
 		if (b->taken >= b->allowance)
-			exhausted[nexhausted++] = b;
+			exhausted[nexhausted++] = CStringGetTextDatum(b->label);
 	}
-	if (nexhausted > SEL_MAX_EXCLUDED)
-		qsort_arg(exhausted, nexhausted, sizeof(SelBucket *), SelExcludeCmp, st);
-	initStringInfo(&excluded);
-	appendStringInfoString(&excluded, "ARRAY['none'");
-	for (int i = 0; i < Min(nexhausted, SEL_MAX_EXCLUDED); i++)
-		appendStringInfo(&excluded, ", %s", quote_literal_cstr(exhausted[i]->label));
-	appendStringInfoString(&excluded, "]::text[]");
-	pfree(exhausted);
+	values[0] = PointerGetDatum(construct_array(exhausted, nexhausted, TEXTOID,
+												-1, false, TYPALIGN_INT));
 	SelResolve(st, &st->null_bucket);
-	sql = SelBatchQuery(st, from_id, limit, excluded.data,
+	sql = SelBatchQuery(st, from_id, limit, "$1",
 						st->null_bucket.taken < st->null_bucket.allowance);
 
 	nestlevel = NewGUCNestLevel();
@@ -765,10 +729,12 @@ SelExecBatch(SelState *st, int64 from_id, int64 limit)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
+	SelExec(st, sql, 1, types, values, SPI_OK_SELECT);
 	AtEOXact_GUC(true, nestlevel);
 	pfree(sql);
-	pfree(excluded.data);
+	for (int i = 0; i < nexhausted; i++)
+		pfree(DatumGetPointer(exhausted[i]));
+	pfree(exhausted);
 }
 
 /* Appends a taken row. */
