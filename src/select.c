@@ -101,6 +101,8 @@ typedef struct SelState
 	bool		brake_enabled;
 	int32		brake_window_days;
 	int32		brake_min_sample;
+	double		brake_bounce_floor; /* brake_bounce_rate - 0.0001 */
+	double		brake_deferral_floor;	/* brake_deferral_rate - 0.0001 */
 	char	   *pool_sql;		/* quoted literals: 'a', 'b' */
 	int			nclasscaps;
 	char	  **class_names;
@@ -308,7 +310,9 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 			"       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
 			"       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
 			"       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
-			"       p.brake_enabled, p.brake_window_days, p.brake_min_sample"
+			"       p.brake_enabled, p.brake_window_days, p.brake_min_sample,"
+			"       (p.brake_bounce_rate - 0.0001)::float8,"
+			"       (p.brake_deferral_rate - 0.0001)::float8"
 			"  FROM pw.profiles p WHERE p.name = $1",
 			1, types, values, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -341,6 +345,10 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 														SPI_tuptable->tupdesc, 12, &isnull));
 	st->brake_min_sample = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 													   SPI_tuptable->tupdesc, 13, &isnull));
+	st->brake_bounce_floor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 14, &isnull));
+	st->brake_deferral_floor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 15, &isnull));
 
 	if (day_given)
 	{
@@ -386,18 +394,24 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 /*
  * Loads the operators the reputation brake pauses or slows down now.  The
  * same judgement as pw.brake_status(), but only the braked operators come
- * back: operators under brake_min_sample outcomes are dropped right after
- * the aggregate, before any rate, class or reason is computed.
+ * back, and only operators that may be braked are aggregated: the rate of a
+ * sum of days lies between the rates of its days, so an operator whose
+ * (rounded) rate over the window is over a threshold has a day whose rate
+ * is over the threshold minus 0.00005; days are prefiltered against the
+ * threshold minus 0.0001 (in float8, far within that margin), the few
+ * operators left are summed and judged exactly as pw.brake_status() does.
  */
 static void
 SelLoadBrake(SelState *st)
 {
-	Oid			types[3] = {TEXTOID, INT4OID, INT8OID};
-	Datum		values[3];
+	Oid			types[5] = {TEXTOID, INT4OID, INT8OID, FLOAT8OID, FLOAT8OID};
+	Datum		values[5];
 
 	values[0] = CStringGetTextDatum(st->profile);
 	values[1] = Int32GetDatum(st->brake_window_days);
 	values[2] = Int64GetDatum((int64) st->brake_min_sample);
+	values[3] = Float8GetDatum(st->brake_bounce_floor);
+	values[4] = Float8GetDatum(st->brake_deferral_floor);
 
 	SelExec(st,
 			"SELECT o.operator,"
@@ -415,6 +429,13 @@ SelLoadBrake(SelState *st)
 			"         WHERE d.day > current_date - $2 AND d.day <= current_date"
 			"           AND d.profile IN ($1, '')"
 			"           AND d.mx_provider <> '(not a carrier)'"
+			"           AND d.mx_provider IN"
+			"               (SELECT s.mx_provider FROM pw.maillog_daily s"
+			"                 WHERE s.day > current_date - $2 AND s.day <= current_date"
+			"                   AND s.profile IN ($1, '')"
+			"                   AND (s.bounced::float8 > $4 * (s.sent + s.bounced)::float8"
+			"                        OR s.deferred::float8 >"
+			"                           $5 * (s.sent + s.deferred + s.bounced)::float8))"
 			"         GROUP BY d.mx_provider"
 			"        HAVING sum(d.sent) + sum(d.deferred) + sum(d.bounced) >= $3) o"
 			" CROSS JOIN LATERAL"
@@ -423,7 +444,7 @@ SelLoadBrake(SelState *st)
 			"               AS deferral_rate) r"
 			"  JOIN pw.profiles p ON p.name = $1"
 			" WHERE r.bounce_rate > p.brake_bounce_rate OR r.deferral_rate > p.brake_deferral_rate",
-			3, types, values, SPI_OK_SELECT);
+			5, types, values, SPI_OK_SELECT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *label = SelGetText(i, 1);
