@@ -66,6 +66,26 @@ SELECT mx_provider, sent, deferred, bounced, bounce_rate, deferral_rate
 SELECT * FROM pw.selection_composition(1000, 'b');
 SELECT bucket, count(*) FROM pw.select_sendable_carriers(1000, 'b') GROUP BY 1 ORDER BY 1;
 
+-- the selection loads the braked operators with a query of its own: it
+-- must agree with pw.brake_status() (action and reason) in every state below
+CREATE TEMP VIEW brk_same AS
+SELECT count(s.action) AS braked,
+       count(*) FILTER (WHERE (s.action, s.reason) IS DISTINCT FROM (c.brake, c.brake_reason))
+       AS mismatches
+  FROM pw.brake_status('b') s
+  FULL JOIN pw.selection_composition(1000, 'b') c
+    ON c.bucket = CASE s.operator WHEN '(untagged)' THEN '__null__' ELSE s.operator END;
+SELECT * FROM brk_same;
+-- thresholds at the rounded rates: google's 0.1000 is not over 0.1 but is
+-- over 0.09995; mx:host1.net's deferral rate 0.3000 likewise
+UPDATE pw.profiles SET brake_bounce_rate = 0.1, brake_deferral_rate = 0.3 WHERE name = 'b';
+SELECT * FROM brk_same;
+UPDATE pw.profiles SET brake_bounce_rate = 0.09995, brake_deferral_rate = 0.29995 WHERE name = 'b';
+SELECT * FROM brk_same;
+UPDATE pw.profiles SET brake_bounce_rate = 0, brake_deferral_rate = 0 WHERE name = 'b';
+SELECT * FROM brk_same;
+UPDATE pw.profiles SET brake_bounce_rate = 0.05, brake_deferral_rate = 0.20 WHERE name = 'b';
+
 -- slowing halves the day's cap too: 48 sent today to mx:host1.net under a
 -- daily cap of 100 -> 50 - 48 = 2 left
 UPDATE public.brk_carriers SET listmonk_sent_at = now()
@@ -88,11 +108,13 @@ ROLLBACK;
 UPDATE pw.profiles SET brake_window_days = 4 WHERE name = 'b';
 SELECT operator, sample, bounce_rate, action, current_date - since AS since_days_ago
   FROM pw.braked_operators WHERE profile = 'b' ORDER BY operator;
+SELECT * FROM brk_same;
 UPDATE pw.profiles SET brake_window_days = 3 WHERE name = 'b';
 
 -- a smaller minimum sample judges godaddy (5 bounces in 15)
 UPDATE pw.profiles SET brake_min_sample = 15 WHERE name = 'b';
 SELECT operator, sample, action FROM pw.braked_operators WHERE profile = 'b' ORDER BY operator;
+SELECT * FROM brk_same;
 UPDATE pw.profiles SET brake_min_sample = 50 WHERE name = 'b';
 
 -- the window expires: the same outcomes two days older lift google's pause
@@ -108,6 +130,7 @@ SELECT bucket, allowance, brake FROM pw.selection_composition(1000, 'b')
 UPDATE pw.profiles SET brake_enabled = false WHERE name = 'b';
 SELECT count(*) FROM pw.braked_operators WHERE profile = 'b';
 SELECT bucket, allowance, brake FROM pw.selection_composition(1000, 'b');
+SELECT * FROM brk_same;
 UPDATE pw.profiles SET brake_enabled = true WHERE name = 'b';
 
 -- the verification stream never pauses on bounces (they are what it
@@ -145,5 +168,6 @@ RESET pw_deliverability.maillog_directory;
 
 DELETE FROM pw.warmup_ramp WHERE profile = 'b';
 DELETE FROM pw.profiles WHERE name = 'b';
+DROP VIEW brk_same;
 DROP TABLE public.brk_carriers;
 UPDATE pw.carriers_config SET relation = 'public.fmcsa_carriers';

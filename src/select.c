@@ -46,14 +46,6 @@ PG_FUNCTION_INFO_V1(pw_selection_composition);
 /* Bucket name of untagged carriers */
 #define SEL_NULL_BUCKET "__null__"
 
-/*
- * Exhausted buckets left out of a batch query at most: the filter compares
- * each scanned row with every label in the list, so only the buckets most
- * likely to come up are listed; rows of the others reach the loop and are
- * skipped there.
- */
-#define SEL_MAX_EXCLUDED 24
-
 /* Rows fetched by the first batch at least, and by any batch at most */
 #define SEL_MIN_BATCH 256
 #define SEL_MAX_BATCH 65536
@@ -106,6 +98,11 @@ typedef struct SelState
 	int32		null_run_cap;
 	int32		default_daily_cap;
 	double		brake_slow_factor;
+	bool		brake_enabled;
+	int32		brake_window_days;
+	int32		brake_min_sample;
+	double		brake_bounce_floor; /* brake_bounce_rate - 0.0001 */
+	double		brake_deferral_floor;	/* brake_deferral_rate - 0.0001 */
 	char	   *pool_sql;		/* quoted literals: 'a', 'b' */
 	int			nclasscaps;
 	char	  **class_names;
@@ -312,7 +309,10 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 			"SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
 			"       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
 			"       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
-			"       pw.profile_pool(p.name), p.brake_slow_factor::float8"
+			"       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
+			"       p.brake_enabled, p.brake_window_days, p.brake_min_sample,"
+			"       (p.brake_bounce_rate - 0.0001)::float8,"
+			"       (p.brake_deferral_rate - 0.0001)::float8"
 			"  FROM pw.profiles p WHERE p.name = $1",
 			1, types, values, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -339,6 +339,16 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	pool = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull);
 	st->brake_slow_factor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 10, &isnull));
+	st->brake_enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 11, &isnull));
+	st->brake_window_days = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 12, &isnull));
+	st->brake_min_sample = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 13, &isnull));
+	st->brake_bounce_floor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 14, &isnull));
+	st->brake_deferral_floor = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 15, &isnull));
 
 	if (day_given)
 	{
@@ -379,6 +389,73 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	MemoryContextSwitchTo(st->cxt);
 	st->sent_col = PwCarriersCheckColumn(&st->carriers, st->sent_col_raw,
 										 "sent", TIMESTAMPTZOID);
+}
+
+/*
+ * Loads the operators the reputation brake pauses or slows down now.  The
+ * same judgement as pw.brake_status(), but only the braked operators come
+ * back, and only operators that may be braked are aggregated: the rate of a
+ * sum of days lies between the rates of its days, so an operator whose
+ * (rounded) rate over the window is over a threshold has a day whose rate
+ * is over the threshold minus 0.00005; days are prefiltered against the
+ * threshold minus 0.0001 (in float8, far within that margin), the few
+ * operators left are summed and judged exactly as pw.brake_status() does.
+ */
+static void
+SelLoadBrake(SelState *st)
+{
+	Oid			types[5] = {TEXTOID, INT4OID, INT8OID, FLOAT8OID, FLOAT8OID};
+	Datum		values[5];
+
+	values[0] = CStringGetTextDatum(st->profile);
+	values[1] = Int32GetDatum(st->brake_window_days);
+	values[2] = Int64GetDatum((int64) st->brake_min_sample);
+	values[3] = Float8GetDatum(st->brake_bounce_floor);
+	values[4] = Float8GetDatum(st->brake_deferral_floor);
+
+	SelExec(st,
+			"SELECT o.operator,"
+			"       CASE WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused' ELSE 'slowed' END,"
+			"       CASE WHEN r.bounce_rate > p.brake_bounce_rate"
+			"            THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',"
+			"                        r.bounce_rate, p.brake_bounce_rate, o.sample, p.brake_window_days)"
+			"            ELSE format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',"
+			"                        r.deferral_rate, p.brake_deferral_rate, o.sample,"
+			"                        p.brake_window_days, p.brake_slow_factor) END"
+			"  FROM (SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,"
+			"               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,"
+			"               (sum(d.sent) + sum(d.deferred) + sum(d.bounced))::bigint AS sample"
+			"          FROM pw.maillog_daily d"
+			"         WHERE d.day > current_date - $2 AND d.day <= current_date"
+			"           AND d.profile IN ($1, '')"
+			"           AND d.mx_provider <> '(not a carrier)'"
+			"           AND d.mx_provider IN"
+			"               (SELECT s.mx_provider FROM pw.maillog_daily s"
+			"                 WHERE s.day > current_date - $2 AND s.day <= current_date"
+			"                   AND s.profile IN ($1, '')"
+			"                   AND (s.bounced::float8 > $4 * (s.sent + s.bounced)::float8"
+			"                        OR s.deferred::float8 >"
+			"                           $5 * (s.sent + s.deferred + s.bounced)::float8))"
+			"         GROUP BY d.mx_provider"
+			"        HAVING sum(d.sent) + sum(d.deferred) + sum(d.bounced) >= $3) o"
+			" CROSS JOIN LATERAL"
+			"       (SELECT round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,"
+			"               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4)"
+			"               AS deferral_rate) r"
+			"  JOIN pw.profiles p ON p.name = $1"
+			" WHERE r.bounce_rate > p.brake_bounce_rate OR r.deferral_rate > p.brake_deferral_rate",
+			5, types, values, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *label = SelGetText(i, 1);
+		SelBucket  *b;
+
+		CHECK_FOR_INTERRUPTS();
+		b = SelGetBucket(st, strcmp(label, "(untagged)") == 0 ? NULL : label);
+		b->brake = SelGetText(i, 2);
+		b->brake_reason = SelGetText(i, 3);
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -436,20 +513,8 @@ SelLoadCaps(SelState *st)
 	SPI_freetuptable(SPI_tuptable);
 
 	/* the reputation brake: '(untagged)' outcomes brake the untagged bucket */
-	SelExec(st,
-			"SELECT b.operator, b.action, b.reason FROM pw.brake_status($1) b"
-			" WHERE b.action IS NOT NULL",
-			1, types, values, SPI_OK_SELECT);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *label = SelGetText(i, 1);
-		SelBucket  *b;
-
-		b = SelGetBucket(st, strcmp(label, "(untagged)") == 0 ? NULL : label);
-		b->brake = SelGetText(i, 2);
-		b->brake_reason = SelGetText(i, 3);
-	}
-	SPI_freetuptable(SPI_tuptable);
+	if (st->brake_enabled)
+		SelLoadBrake(st);
 
 	SelExec(st, "SELECT d.domain FROM pw.blocked_domains d",
 			0, NULL, NULL, SPI_OK_SELECT);
@@ -614,8 +679,8 @@ SelAppendCandidateWhere(SelState *st, StringInfo sql, bool in_memory)
 
 /*
  * The batch query: candidates from id "from_id" on, in ascending id, at most
- * "limit", without the labels in "excluded" (a literal, so that the filter
- * is a hash lookup) and without the untagged bucket unless "with_null".  The
+ * "limit", without the labels in "excluded" (a text[] parameter: the
+ * planner folds it into a constant, so that the filter is a hash lookup) and without the untagged bucket unless "with_null".  The
  * pool stays literal so that the profile's partial index matches.
  */
 static char *
@@ -641,33 +706,9 @@ SelBatchQuery(SelState *st, int64 from_id, int64 limit, const char *excluded,
 }
 
 /*
- * How likely an exhausted bucket's rows are to come up in the next batch:
- * rows seen so far, else today's sends as a proxy; held-out classes (the
- * largest operators) first.
- */
-static int64
-SelExcludePriority(SelState *st, const SelBucket *b)
-{
-	int64		p = b->seen + b->sent_today;
-
-	if (st->hold && SelHeldClass(b->op_class))
-		p += PG_INT32_MAX;
-	return p;
-}
-
-/* Orders exhausted buckets by SelExcludePriority(), highest first. */
-static int
-SelExcludeCmp(const void *a, const void *b, void *arg)
-{
-	int64		pa = SelExcludePriority((SelState *) arg, *(SelBucket *const *) a);
-	int64		pb = SelExcludePriority((SelState *) arg, *(SelBucket *const *) b);
-
-	return (pa < pb) - (pa > pb);
-}
-
-/*
- * Runs the batch query of candidates from "from_id" on, leaving out the
- * exhausted buckets most likely to come up.
+ * Runs the batch query of candidates from "from_id" on, leaving out every
+ * exhausted bucket (a hashed "<> ALL" filter costs the same for thousands of
+ * labels as for a few).
  *
  * The scan must stay in id order and stop early, so the planner must not
  * trade the ordered index scan for a sort of the pool when the left-out
@@ -680,30 +721,26 @@ SelExecBatch(SelState *st, int64 from_id, int64 limit)
 {
 	HASH_SEQ_STATUS seq;
 	SelBucket  *b;
-	SelBucket **exhausted;
+	Datum	   *exhausted;
 	int			nexhausted = 0;
-	StringInfoData excluded;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		values[1];
 	char	   *sql;
 	int			nestlevel;
 
-	exhausted = palloc(sizeof(SelBucket *) * (hash_get_num_entries(st->buckets) + 1));
+	exhausted = palloc(sizeof(Datum) * (hash_get_num_entries(st->buckets) + 1));
+	exhausted[nexhausted++] = CStringGetTextDatum("none");
 	hash_seq_init(&seq, st->buckets);
 	while ((b = hash_seq_search(&seq)) != NULL)
 	{
 		SelResolve(st, b);
 		if (b->taken >= b->allowance)
-			exhausted[nexhausted++] = b;
+			exhausted[nexhausted++] = CStringGetTextDatum(b->label);
 	}
-	if (nexhausted > SEL_MAX_EXCLUDED)
-		qsort_arg(exhausted, nexhausted, sizeof(SelBucket *), SelExcludeCmp, st);
-	initStringInfo(&excluded);
-	appendStringInfoString(&excluded, "ARRAY['none'");
-	for (int i = 0; i < Min(nexhausted, SEL_MAX_EXCLUDED); i++)
-		appendStringInfo(&excluded, ", %s", quote_literal_cstr(exhausted[i]->label));
-	appendStringInfoString(&excluded, "]::text[]");
-	pfree(exhausted);
+	values[0] = PointerGetDatum(construct_array(exhausted, nexhausted, TEXTOID,
+												-1, false, TYPALIGN_INT));
 	SelResolve(st, &st->null_bucket);
-	sql = SelBatchQuery(st, from_id, limit, excluded.data,
+	sql = SelBatchQuery(st, from_id, limit, "$1",
 						st->null_bucket.taken < st->null_bucket.allowance);
 
 	nestlevel = NewGUCNestLevel();
@@ -713,10 +750,12 @@ SelExecBatch(SelState *st, int64 from_id, int64 limit)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	SelExec(st, sql, 0, NULL, NULL, SPI_OK_SELECT);
+	SelExec(st, sql, 1, types, values, SPI_OK_SELECT);
 	AtEOXact_GUC(true, nestlevel);
 	pfree(sql);
-	pfree(excluded.data);
+	for (int i = 0; i < nexhausted; i++)
+		pfree(DatumGetPointer(exhausted[i]));
+	pfree(exhausted);
 }
 
 /* Appends a taken row. */
