@@ -187,15 +187,7 @@ ReadTail(const char *path, int64 offset, uint64 dev, uint64 inode)
 
 	if (len <= 0)
 		return NULL;
-	fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | PG_BINARY);
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open mail log \"%s\": %m", path)));
-	if (fstat(fd, &sb) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat mail log \"%s\": %m", path)));
+	fd = MaillogOpen(path, &sb);
 	tail = palloc(VARHDRSZ + len);
 	n = pread(fd, VARDATA(tail), len, (off_t) (offset - len));
 	if (n < 0)

@@ -91,6 +91,27 @@ OutsideError(const char *path)
 }
 
 /*
+ * Opens a mail log (already resolved, never through a symbolic link) for
+ * reading as a transient file and fills *sb from the open descriptor; errors
+ * name the file.
+ */
+int
+MaillogOpen(const char *canon, struct stat *sb)
+{
+	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | PG_BINARY);
+
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open mail log \"%s\": %m", canon)));
+	if (fstat(fd, sb) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat mail log \"%s\": %m", canon)));
+	return fd;
+}
+
+/*
  * Resolves a mail log path and checks that it lies inside
  * pw_deliverability.maillog_directory; relative paths are taken relative to
  * that directory.  Returns the canonical path, palloc'd.
@@ -355,15 +376,7 @@ MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
 	st->start_offset = start_offset;
 	st->end_offset = start_offset;
 
-	fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | PG_BINARY);
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open mail log \"%s\": %m", canon)));
-	if (fstat(fd, &sb) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat mail log \"%s\": %m", canon)));
+	fd = MaillogOpen(canon, &sb);
 	if (!S_ISREG(sb.st_mode))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),

@@ -9,6 +9,8 @@
 #ifndef PW_MAILLOG_H
 #define PW_MAILLOG_H
 
+#include <sys/stat.h>
+
 #include "postgres.h"
 
 /* What one read of a mail log saw. */
@@ -30,6 +32,7 @@ typedef struct MaillogReadStats
 #define MAILLOG_MAX_LINE (64 * 1024)
 
 extern char *MaillogResolvePath(const char *path);
+extern int	MaillogOpen(const char *canon, struct stat *sb);
 extern const MaillogReadStats *MaillogLastRead(void);
 
 #endif							/* PW_MAILLOG_H */
