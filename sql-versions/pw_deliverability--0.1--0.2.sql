@@ -1,6 +1,6 @@
 -- pw_deliverability upgrade 0.1 -> 0.2 (ALTER EXTENSION pw_deliverability UPDATE).
--- Written once for 0.2 and frozen: 0.1 is main at commit 722c061, 0.2 the
--- install script built from src/sql/ when this file was written.  The TAP
+-- 0.1 is main at commit 722c061, 0.2 the install script built from src/sql/;
+-- while 0.2 is unreleased, every change to src/sql/ is mirrored here.  The TAP
 -- test test/t/080_upgrade.pl checks that an updated 0.1 install has the same
 -- catalog as a fresh 0.2 install.
 
@@ -670,3 +670,15 @@ DROP TABLE pg_temp.seed_blocked_domains;
 DROP TABLE pg_temp.seed_carriers_config;
 DROP TABLE pg_temp.seed_profiles;
 DROP TABLE pg_temp.seed_warmup_ramp;
+
+-- ---------------------------------------------------------------------------
+-- pw.normalize_email() and pw.email_domain() in C: the same results as the
+-- SQL expressions they replace, so indexes over them stay valid.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pw.normalize_email(email text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_normalize_email';
+
+CREATE OR REPLACE FUNCTION pw.email_domain(email text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_email_domain';

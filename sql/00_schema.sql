@@ -81,6 +81,16 @@ INSERT INTO pw.suppressions (email, reason) VALUES ('not-an-address', 'x');
 DELETE FROM pw.suppressions;
 
 SELECT pw.email_domain('Dot12@C7.Example.COM.'), pw.normalize_email(' A@B.c ');
+-- the C functions give exactly the SQL expressions they are defined by
+SELECT count(*) AS cases,
+       count(*) FILTER (WHERE pw.email_domain(e) IS NOT DISTINCT FROM
+                              nullif(rtrim(lower(btrim(split_part(e, '@', -1))), '.'), '')) AS domain_same,
+       count(*) FILTER (WHERE pw.normalize_email(e) = lower(btrim(e))) AS normal_same
+  FROM unnest(ARRAY['a@b.c', 'A@B.C', '  x@Example.COM.. ', 'no-at-sign', 'two@at@Signs.org',
+                    'trailing@', '@', '', ' ', 'dots@...', 'sp@ . ', 'tab@x.com	',
+                    'ünï@Bücher.DE', 'ÄÖ@ÉXAMPLE.fr.', 'x@xn--bcher-kva.de', '@@Only.At']) AS t(e);
+SELECT pw.email_domain('x@'), pw.email_domain('a@b@C.d'), pw.email_domain(' Plain.Org. '),
+       pw.normalize_email(' Mixed@Case ');
 
 -- the carriers contract
 SELECT * FROM pw.carriers_check();

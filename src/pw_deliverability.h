@@ -34,6 +34,10 @@ extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 extern void CarriersInit(void);
 
+/* email.c */
+extern char *PwNormalizeEmail(const char *email, size_t len, Oid collid);
+extern char *PwEmailDomain(const char *email, size_t len, Oid collid);
+
 /* search_path.c */
 extern int	PwSafeSearchPath(void);
 

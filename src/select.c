@@ -32,7 +32,6 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/formatting.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -594,45 +593,21 @@ SelLoadSentToday(SelState *st)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/*
- * lower() of a string of "len" bytes, palloc'd: plain ASCII without capitals
- * is its own lower case, anything else goes through the collation.
- */
-static char *
-SelLower(const char *start, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (IS_HIGHBIT_SET(start[i]) || (start[i] >= 'A' && start[i] <= 'Z'))
-			return str_tolower(start, len, DEFAULT_COLLATION_OID);
-	return pnstrdup(start, len);
-}
-
 /* Whether an address's domain (as pw.email_domain() has it) is blocked. */
 static bool
 SelBlocked(SelState *st, const char *email)
 {
-	const char *at = strrchr(email, '@');
-	const char *start = at ? at + 1 : email;
-	const char *end = start + strlen(start);
 	char	   *domain;
-	char	   *p;
 	bool		found = false;
 
 	if (hash_get_num_entries(st->blocked) == 0)
 		return false;
-	/* btrim(): spaces only */
-	while (*start == ' ')
-		start++;
-	while (end > start && end[-1] == ' ')
-		end--;
-	domain = SelLower(start, end - start);
-	p = domain + strlen(domain);
-	while (p > domain && p[-1] == '.')
-		p--;
-	*p = '\0';
-	if (*domain != '\0')
+	domain = PwEmailDomain(email, strlen(email), DEFAULT_COLLATION_OID);
+	if (domain != NULL)
+	{
 		(void) hash_search(st->blocked, &domain, HASH_FIND, &found);
-	pfree(domain);
+		pfree(domain);
+	}
 	return found;
 }
 
@@ -640,18 +615,12 @@ SelBlocked(SelState *st, const char *email)
 static bool
 SelSuppressed(SelState *st, const char *email)
 {
-	const char *start = email;
-	const char *end = email + strlen(email);
 	char	   *normal;
 	bool		found = false;
 
 	if (hash_get_num_entries(st->suppressed) == 0)
 		return false;
-	while (*start == ' ')
-		start++;
-	while (end > start && end[-1] == ' ')
-		end--;
-	normal = SelLower(start, end - start);
+	normal = PwNormalizeEmail(email, strlen(email), DEFAULT_COLLATION_OID);
 	(void) hash_search(st->suppressed, &normal, HASH_FIND, &found);
 	pfree(normal);
 	return found;

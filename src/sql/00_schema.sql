@@ -179,14 +179,16 @@ CREATE TABLE pw.suppressions (
 );
 
 -- Normalises an address the way the suppression list stores it.
+-- lower(btrim(email)), in C (src/email.c).
 CREATE FUNCTION pw.normalize_email(email text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN lower(btrim(email));
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_normalize_email';
 
 -- The domain part of an address, normalised.
+-- nullif(rtrim(lower(btrim(split_part(email, '@', -1))), '.'), ''), in C.
 CREATE FUNCTION pw.email_domain(email text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN nullif(rtrim(lower(btrim(split_part(email, '@', -1))), '.'), '');
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pw_email_domain';
 
 CREATE FUNCTION pw.suppressions_normalize() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
