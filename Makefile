@@ -12,6 +12,8 @@ EXTENSION = pw_deliverability
 EXTVERSION = 0.2
 MODULE_big = pw_deliverability
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# PGXS tracks no header dependencies: every object depends on every header.
+PW_HEADERS = $(wildcard src/*.h)
 
 # The install script is assembled from one fragment per concern.
 INSTALL_SQL = $(EXTENSION)--$(EXTVERSION).sql
@@ -41,6 +43,8 @@ test demo all install:
 	$(MAKE) -C $(CURDIR) $@
 else
 include $(PGXS)
+
+$(OBJS): $(PW_HEADERS)
 
 $(INSTALL_SQL): $(SQL_FRAGMENTS)
 	cat $^ > $@

@@ -16,6 +16,7 @@
 #include "classify_core.h"
 #include "storage/latch.h"
 #include "utils/palloc.h"
+#include "utils/timestamp.h"
 
 /* GUCs of the resolver (resolver.c) */
 extern char *pw_dns_servers;
@@ -28,6 +29,7 @@ extern int	pw_dns_max_qps;
 extern int	pw_recheck_after;
 extern int	pw_retry_after;
 extern int	pw_tag_batch_size;
+extern bool pw_dns_process;
 
 /* One socket c-ares asked us to watch */
 typedef struct PwDnsSocket
@@ -73,6 +75,53 @@ extern void PwResolverQuery(PwResolver *res, const char *name, int type,
 							PwDnsCallback cb, void *arg);
 extern void PwResolverStep(PwResolver *res, bool want_send);
 extern const char *PwDnsStatusText(int status);
+
+/* Where a domain's lookup stands */
+typedef enum PwJobStep
+{
+	PW_STEP_MX,
+	PW_STEP_A,
+	PW_STEP_AAAA,
+	PW_STEP_DONE
+} PwJobStep;
+
+/* Outcomes, as stored in pw.mx_domains.outcome */
+#define PW_OUT_MX			"mx"
+#define PW_OUT_ADDRESS		"address"
+#define PW_OUT_NULL_MX		"null_mx"
+#define PW_OUT_NXDOMAIN		"nxdomain"
+#define PW_OUT_NO_RECORDS	"no_records"
+#define PW_OUT_INVALID		"invalid"
+#define PW_OUT_FAILED		"failed"
+
+/* One domain of a batch */
+typedef struct PwDomainJob
+{
+	char	   *domain;			/* the cache key: pw.email_domain() form */
+	char	   *old_label;		/* its label before this lookup, or NULL */
+	Datum		tids;			/* tid[] of its untagged carriers, or 0 */
+	char		qname[PW_NAME_BUF]; /* normalised name sent to DNS */
+	PwJobStep	step;
+	const char *outcome;
+	char	   *label;
+	char	   *hosts;			/* exchanges in preference order, ' '-joined */
+	const char *error;
+} PwDomainJob;
+
+/* lookup.c */
+extern void PwLookupDomains(PwResolver *res, MemoryContext cxt,
+							const PwSuffixRule *rules, size_t nrules,
+							PwDomainJob *jobs, int njobs);
+extern int	PwMxCmp(const void *a, const void *b);
+
+/* dns_process.c */
+typedef struct PwDnsProcess PwDnsProcess;
+extern PwDnsProcess *PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules,
+									   int batch_size);
+extern void PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs);
+extern void PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
+								MemoryContext cxt);
+extern void PwDnsProcessStop(PwDnsProcess *proc);
 
 /* classify.c */
 extern void PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules,

@@ -16,6 +16,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -23,6 +24,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -37,56 +39,7 @@ PG_FUNCTION_INFO_V1(pw_resolve_mx);
 int			pw_recheck_after = 30 * 86400;
 int			pw_retry_after = 300;
 int			pw_tag_batch_size = 10000;
-
-/* Where a domain's lookup stands */
-typedef enum JobStep
-{
-	STEP_MX,
-	STEP_A,
-	STEP_AAAA,
-	STEP_DONE
-} JobStep;
-
-/* Outcomes, as stored in pw.mx_domains.outcome */
-#define OUT_MX			"mx"
-#define OUT_ADDRESS		"address"
-#define OUT_NULL_MX		"null_mx"
-#define OUT_NXDOMAIN	"nxdomain"
-#define OUT_NO_RECORDS	"no_records"
-#define OUT_INVALID		"invalid"
-#define OUT_FAILED		"failed"
-
-/* One domain of a chunk */
-typedef struct DomainJob
-{
-	char	   *domain;			/* the cache key: pw.email_domain() form */
-	char	   *old_label;		/* its label before this lookup, or NULL */
-	char		qname[PW_NAME_BUF]; /* normalised name sent to DNS */
-	JobStep		step;
-	const char *outcome;
-	char	   *label;
-	char	   *hosts;			/* exchanges in preference order, ' '-joined */
-	const char *error;
-} DomainJob;
-
-/* The state of one chunk's DNS work */
-typedef struct ChunkState
-{
-	PwResolver *res;
-	MemoryContext cxt;			/* the chunk's memory */
-	const PwSuffixRule *rules;
-	size_t		nrules;
-	DomainJob **queue;			/* jobs waiting for their next query */
-	int			qhead;
-	int			qtail;
-} ChunkState;
-
-/* A job and the chunk it belongs to, as the callback argument */
-typedef struct JobRef
-{
-	ChunkState *cs;
-	DomainJob  *job;
-} JobRef;
+bool		pw_dns_process = true;
 
 /* Defines the tagging GUCs. */
 void
@@ -104,6 +57,11 @@ MxTagInit(void)
 							"Domains resolved and written per batch by MX tagging.",
 							NULL, &pw_tag_batch_size, 10000, 1, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable(PW_GUC_PREFIX ".dns_process",
+							 "Resolves in a separate background process while the tagging backend writes the previous batch.",
+							 "Used when a run has more than one batch and a background worker slot is free.",
+							 &pw_dns_process, true,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 }
 
 /* Whether the extension is installed in the current database (needs a transaction). */
@@ -113,241 +71,6 @@ PwMxTagInstalled(void)
 	Oid			nsp = get_namespace_oid("pw", true);
 
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid("mx_domains", nsp));
-}
-
-/* Copies a string into the chunk, replacing bytes that are not printable ASCII. */
-static char *
-CleanHost(MemoryContext cxt, const char *s)
-{
-	char	   *out = MemoryContextStrdup(cxt, s);
-
-	for (char *p = out; *p; p++)
-		if ((unsigned char) *p <= ' ' || (unsigned char) *p > '~')
-			*p = '?';
-		else if (*p >= 'A' && *p <= 'Z')
-			*p = *p - 'A' + 'a';
-	return out;
-}
-
-/* Finishes a job with an outcome (label NULL for failures). */
-static void
-Finish(ChunkState *cs, DomainJob *job, const char *outcome, const char *label,
-	   const char *error)
-{
-	job->step = STEP_DONE;
-	job->outcome = outcome;
-	job->label = label ? MemoryContextStrdup(cs->cxt, label) : NULL;
-	job->error = error;
-}
-
-/* Queues a job for its next query (A after MX, AAAA after A). */
-static void
-Advance(ChunkState *cs, DomainJob *job, JobStep next)
-{
-	job->step = next;
-	cs->queue[cs->qtail++] = job;
-}
-
-/* The implicit-MX label of a domain: "mx:" + its registrable domain. */
-static void
-AddressLabel(DomainJob *job, char *out)
-{
-	const char *reg = PwRegistrableDomain(job->qname);
-
-	snprintf(out, PW_NAME_BUF, "mx:%s", reg ? reg : job->qname);
-}
-
-/* qsort order of MX replies: preference, then host name. */
-static int
-MxCmp(const void *a, const void *b)
-{
-	const struct ares_mx_reply *x = *(const struct ares_mx_reply *const *) a;
-	const struct ares_mx_reply *y = *(const struct ares_mx_reply *const *) b;
-
-	if (x->priority != y->priority)
-		return x->priority < y->priority ? -1 : 1;
-	return strcmp(x->host, y->host);
-}
-
-/* Handles an MX answer. */
-static void
-OnMx(ChunkState *cs, DomainJob *job, unsigned char *abuf, int alen)
-{
-	struct ares_mx_reply *mx = NULL;
-	struct ares_mx_reply **sorted;
-	const char **hosts;
-	size_t	   *lens;
-	int			n = 0;
-	int			rc = ares_parse_mx_reply(abuf, alen, &mx);
-	char		label[PW_NAME_BUF];
-	StringInfoData buf;
-
-	if (rc == ARES_ENODATA)
-	{
-		Advance(cs, job, STEP_A);
-		return;
-	}
-	if (rc != ARES_SUCCESS)
-	{
-		Finish(cs, job, OUT_FAILED, NULL, PwDnsStatusText(rc));
-		return;
-	}
-	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
-		n++;
-	if (n == 0)
-	{
-		ares_free_data(mx);
-		Advance(cs, job, STEP_A);
-		return;
-	}
-	sorted = MemoryContextAlloc(cs->cxt, sizeof(*sorted) * n);
-	hosts = MemoryContextAlloc(cs->cxt, sizeof(*hosts) * n);
-	lens = MemoryContextAlloc(cs->cxt, sizeof(*lens) * n);
-	n = 0;
-	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
-		sorted[n++] = m;
-	qsort(sorted, n, sizeof(sorted[0]), MxCmp);
-	{
-		MemoryContext old = MemoryContextSwitchTo(cs->cxt);
-
-		initStringInfo(&buf);
-		for (int i = 0; i < n; i++)
-		{
-			const char *h = sorted[i]->host[0] ? sorted[i]->host : ".";
-
-			hosts[i] = h;
-			lens[i] = strlen(h);
-			if (i > 0)
-				appendStringInfoChar(&buf, ' ');
-			appendStringInfoString(&buf, CleanHost(cs->cxt, h));
-		}
-		MemoryContextSwitchTo(old);
-	}
-	job->hosts = buf.data;
-	if (!PwClassifyExchanges(cs->rules, cs->nrules, hosts, lens, n, label))
-	{
-		bool		nullmx = lens[0] == 1 && hosts[0][0] == '.';
-
-		Finish(cs, job, nullmx ? OUT_NULL_MX : OUT_NO_RECORDS, "none", NULL);
-	}
-	else
-		Finish(cs, job, OUT_MX, label, NULL);
-	ares_free_data(mx);
-}
-
-/* Handles an A or AAAA answer. */
-static void
-OnAddress(ChunkState *cs, DomainJob *job, unsigned char *abuf, int alen)
-{
-	int			naddr = 8;
-	int			rc;
-	char		label[PW_NAME_BUF];
-
-	if (job->step == STEP_A)
-	{
-		struct ares_addrttl addrs[8];
-
-		rc = ares_parse_a_reply(abuf, alen, NULL, addrs, &naddr);
-	}
-	else
-	{
-		struct ares_addr6ttl addrs[8];
-
-		rc = ares_parse_aaaa_reply(abuf, alen, NULL, addrs, &naddr);
-	}
-	if (rc == ARES_SUCCESS && naddr > 0)
-	{
-		AddressLabel(job, label);
-		Finish(cs, job, OUT_ADDRESS, label, NULL);
-	}
-	else if (rc == ARES_SUCCESS || rc == ARES_ENODATA)
-	{
-		if (job->step == STEP_A)
-			Advance(cs, job, STEP_AAAA);
-		else
-			Finish(cs, job, OUT_NO_RECORDS, "none", NULL);
-	}
-	else
-		Finish(cs, job, OUT_FAILED, NULL, PwDnsStatusText(rc));
-}
-
-/* Completion of one query of a job. */
-static void
-JobDone(void *arg, int status, unsigned char *abuf, int alen)
-{
-	JobRef	   *ref = (JobRef *) arg;
-	ChunkState *cs = ref->cs;
-	DomainJob  *job = ref->job;
-
-	pfree(ref);
-	if (status == ARES_SUCCESS)
-	{
-		if (job->step == STEP_MX)
-			OnMx(cs, job, abuf, alen);
-		else
-			OnAddress(cs, job, abuf, alen);
-	}
-	else if (status == ARES_ENODATA)
-	{
-		/* NOERROR without records of that type: try the next type */
-		if (job->step == STEP_MX)
-			Advance(cs, job, STEP_A);
-		else if (job->step == STEP_A)
-			Advance(cs, job, STEP_AAAA);
-		else
-			Finish(cs, job, OUT_NO_RECORDS, "none", NULL);
-	}
-	else if (status == ARES_ENOTFOUND)
-		Finish(cs, job, OUT_NXDOMAIN, "none", NULL);
-	else
-		Finish(cs, job, OUT_FAILED, NULL, PwDnsStatusText(status));
-}
-
-/* Sends the query of a job's current step. */
-static void
-Send(ChunkState *cs, DomainJob *job)
-{
-	JobRef	   *ref = MemoryContextAlloc(cs->cxt, sizeof(JobRef));
-	int			type = job->step == STEP_MX ? ns_t_mx :
-		job->step == STEP_A ? ns_t_a : ns_t_aaaa;
-
-	ref->cs = cs;
-	ref->job = job;
-	PwResolverQuery(cs->res, job->qname, type, JobDone, ref);
-}
-
-/*
- * Resolves the valid jobs of a chunk: up to the concurrency limit in flight,
- * follow-up queries (A, AAAA) before new domains.
- */
-static void
-ResolveChunk(ChunkState *cs, DomainJob *jobs, int njobs)
-{
-	int			next = 0;
-
-	cs->queue = MemoryContextAlloc(cs->cxt, sizeof(DomainJob *) * (2 * njobs + 1));
-	cs->qhead = cs->qtail = 0;
-	for (;;)
-	{
-		while (PwResolverCanSend(cs->res))
-		{
-			if (cs->qhead < cs->qtail)
-				Send(cs, cs->queue[cs->qhead++]);
-			else
-			{
-				while (next < njobs && jobs[next].step == STEP_DONE)
-					next++;
-				if (next >= njobs)
-					break;
-				Send(cs, &jobs[next++]);
-			}
-		}
-		while (next < njobs && jobs[next].step == STEP_DONE)
-			next++;
-		if (cs->res->inflight == 0 && cs->qhead == cs->qtail && next >= njobs)
-			break;
-		PwResolverStep(cs->res, cs->qhead < cs->qtail || next < njobs);
-	}
 }
 
 /* Builds a text[] from C strings (NULL entries become NULL elements). */
@@ -373,6 +96,7 @@ typedef struct WritePlans
 {
 	SPIPlanPtr	insert;			/* outcomes into pw.mx_domains */
 	SPIPlanPtr	update;			/* labels to untagged carriers */
+	SPIPlanPtr	update_tids;	/* labels to carriers found by discovery */
 	SPIPlanPtr	relabel;		/* carriers of relabelled domains */
 } WritePlans;
 
@@ -400,6 +124,7 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, INT4OID, INT4OID};
 	Oid			t3[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Oid			ttid[2] = {TIDARRAYOID, TEXTARRAYOID};
 
 	/*
 	 * A success replaces everything; a failure keeps the last good answer,
@@ -435,6 +160,18 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 											carriers->relation, carriers->mx_col,
 											carriers->mx_col, carriers->email_col),
 								   2, types);
+	/*
+	 * The carriers of a new domain are known by their row versions from the
+	 * discovery query: no index probe, no recomputed domain.  A carrier
+	 * changed since then keeps its old version's ctid only if it is still
+	 * untagged, and the next run's first statement tags it.
+	 */
+	plans->update_tids = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
+												 " FROM unnest($1, $2) AS d(tid, label)"
+												 " WHERE c.ctid = d.tid AND c.%s IS NULL",
+												 carriers->relation, carriers->mx_col,
+												 carriers->mx_col),
+										2, ttid);
 	plans->relabel = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
 											 " FROM unnest($1, $2, $3) AS d(domain, label, old)"
 											 " WHERE d.old IS NOT NULL AND c.%s = d.old"
@@ -449,7 +186,7 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
  * carriers; adds to the counts.
  */
 static void
-WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
+WriteChunk(WritePlans *plans, PwDomainJob *jobs, int njobs, PwMxTagCounts *counts)
 {
 	char	  **domains = palloc(sizeof(char *) * njobs);
 	char	  **labels = palloc(sizeof(char *) * njobs);
@@ -457,12 +194,18 @@ WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
 	char	  **outcomes = palloc(sizeof(char *) * njobs);
 	char	  **errors = palloc(sizeof(char *) * njobs);
 	char	  **olds = palloc(sizeof(char *) * njobs);
+	char	  **labels_by_domain = palloc(sizeof(char *) * njobs);
 	int			nchanged = 0;
+	int			nbydomain = 0;
 	Datum		values[8];
+	Datum	   *tids = NULL;
+	char	  **tidlabels = NULL;
+	int			ntids = 0;
+	int			maxtids = 0;
 
 	for (int i = 0; i < njobs; i++)
 	{
-		DomainJob  *j = &jobs[i];
+		PwDomainJob  *j = &jobs[i];
 
 		domains[i] = j->domain;
 		labels[i] = j->label;
@@ -475,11 +218,44 @@ WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
 			olds[i] = j->old_label;
 			nchanged++;
 		}
-		if (strcmp(j->outcome, OUT_INVALID) != 0)
+		if (j->label != NULL && j->tids != (Datum) 0)
+		{
+			Datum	   *elems;
+			bool	   *enulls;
+			int			n;
+
+			deconstruct_array(DatumGetArrayTypeP(j->tids), TIDOID,
+							  sizeof(ItemPointerData), false, TYPALIGN_SHORT,
+							  &elems, &enulls, &n);
+			if (ntids + n > maxtids)
+			{
+				maxtids = Max(2 * maxtids, ntids + n + 1024);
+				tids = tids ? repalloc(tids, sizeof(Datum) * maxtids) :
+					palloc(sizeof(Datum) * maxtids);
+				tidlabels = tidlabels ? repalloc(tidlabels, sizeof(char *) * maxtids) :
+					palloc(sizeof(char *) * maxtids);
+			}
+			for (int k = 0; k < n; k++)
+			{
+				if (enulls[k])
+					continue;
+				tids[ntids] = elems[k];
+				tidlabels[ntids++] = j->label;
+			}
+			/* carriers already known: not looked up by domain below */
+			labels_by_domain[i] = NULL;
+		}
+		else
+		{
+			labels_by_domain[i] = j->label;
+			if (j->label != NULL)
+				nbydomain++;
+		}
+		if (strcmp(j->outcome, PW_OUT_INVALID) != 0)
 			counts->looked_up++;
-		if (strcmp(j->outcome, OUT_FAILED) == 0)
+		if (strcmp(j->outcome, PW_OUT_FAILED) == 0)
 			counts->failed++;
-		else if (strcmp(j->outcome, OUT_INVALID) == 0)
+		else if (strcmp(j->outcome, PW_OUT_INVALID) == 0)
 			counts->invalid++;
 		else if (strcmp(j->label, "none") == 0)
 			counts->none++;
@@ -498,10 +274,27 @@ WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
 	if (SPI_execute_plan(plans->insert, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write pw.mx_domains");
 
-	/* labels reach untagged carriers of these domains */
-	if (SPI_execute_plan(plans->update, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update carriers");
-	counts->carriers += SPI_processed;
+	/* labels reach the untagged carriers of these domains */
+	if (ntids > 0)
+	{
+		Datum		v2[2];
+
+		v2[0] = PointerGetDatum(construct_array(tids, ntids, TIDOID,
+												sizeof(ItemPointerData), false,
+												TYPALIGN_SHORT));
+		v2[1] = TextArray(tidlabels, ntids);
+		if (SPI_execute_plan(plans->update_tids, v2, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update carriers");
+		counts->carriers += SPI_processed;
+	}
+	if (nbydomain > 0)
+	{
+		Datum		v2[2] = {values[0], TextArray(labels_by_domain, njobs)};
+
+		if (SPI_execute_plan(plans->update, v2, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update carriers");
+		counts->carriers += SPI_processed;
+	}
 
 	/* a relabelled domain moves its carriers from the old label */
 	if (nchanged > 0)
@@ -514,10 +307,63 @@ WriteChunk(WritePlans *plans, DomainJob *jobs, int njobs, PwMxTagCounts *counts)
 	}
 }
 
+/* One batch of domains in its own memory */
+typedef struct TagBatch
+{
+	MemoryContext cxt;
+	PwDomainJob *jobs;
+	int			njobs;
+} TagBatch;
+
+/*
+ * Fetches the next batch of up to want domains from the cursor into
+ * batch's memory; invalid names are done at once (never sent to DNS).
+ */
+static void
+FetchBatch(Portal portal, int want, TagBatch *batch)
+{
+	MemoryContext old;
+
+	MemoryContextReset(batch->cxt);
+	batch->njobs = 0;
+	batch->jobs = NULL;
+	if (want <= 0)
+		return;
+	SPI_cursor_fetch(portal, true, want);
+	old = MemoryContextSwitchTo(batch->cxt);
+	batch->njobs = (int) SPI_processed;
+	batch->jobs = palloc0(sizeof(PwDomainJob) * Max(batch->njobs, 1));
+	for (int i = 0; i < batch->njobs; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		PwDomainJob *job = &batch->jobs[i];
+		PwDomainStatus st;
+		bool		isnull;
+
+		job->domain = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+		job->old_label = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+		job->tids = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+		job->tids = isnull ? (Datum) 0 : datumCopy(job->tids, false, -1);
+		job->step = PW_STEP_MX;
+		st = PwDomainNormalize(job->domain, strlen(job->domain), job->qname);
+		if (st != PW_DOMAIN_OK)
+		{
+			job->step = PW_STEP_DONE;
+			job->outcome = PW_OUT_INVALID;
+			job->label = "none";
+			job->error = PwDomainStatusText(st);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+}
+
 /*
  * Tags up to max_domains untagged or due domains: propagates cached labels
  * to untagged carriers, then resolves new and due domains in batches of
- * tag_batch_size, writing each batch.  Must be called connected to SPI,
+ * tag_batch_size, writing each batch.  With dns_process on and more than one
+ * batch to do, a separate resolver process looks up the next batch while
+ * this backend writes the current one.  Must be called connected to SPI,
  * inside a transaction; the caller commits.
  */
 void
@@ -525,11 +371,11 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 {
 	PwCarriers	carriers;
 	MemoryContext runcxt;
-	MemoryContext chunkcxt;
 	MemoryContext oldcxt;
 	PwSuffixRule *rules;
 	size_t		nrules;
 	PwResolver *res = NULL;
+	PwDnsProcess *proc = NULL;
 	WritePlans	plans;
 	Portal		portal;
 	char	   *sql;
@@ -557,8 +403,6 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "pw mx_tag run",
 								   ALLOCSET_DEFAULT_SIZES);
-	chunkcxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
-									 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(runcxt);
 
 	/* one tagging run at a time (pw.mx_tag() callers and the worker) */
@@ -580,78 +424,83 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 
 	if (max_domains > 0)
 	{
-		/* new domains of untagged carriers, then cached domains that are due */
-		sql = psprintf("SELECT n.domain, NULL::text FROM ("
-					   "  SELECT DISTINCT pw.email_domain(c.%s) AS domain FROM %s c"
-					   "  WHERE c.%s IS NULL) n"
+		TagBatch	cur;
+		TagBatch	next;
+
+		/*
+		 * New domains of untagged carriers with those carriers' row versions
+		 * (in a plain table; a partitioned one is updated by domain), then
+		 * cached domains that are due.
+		 */
+		sql = psprintf("SELECT n.domain, NULL::text, n.tids FROM ("
+					   "  SELECT pw.email_domain(c.%s) AS domain, %s AS tids FROM %s c"
+					   "  WHERE c.%s IS NULL GROUP BY 1) n"
 					   " WHERE n.domain IS NOT NULL"
 					   " AND NOT EXISTS (SELECT 1 FROM pw.mx_domains m WHERE m.domain = n.domain)"
 					   " UNION ALL"
-					   " (SELECT m.domain, m.label FROM pw.mx_domains m"
+					   " (SELECT m.domain, m.label, NULL::tid[] FROM pw.mx_domains m"
 					   "  WHERE m.next_check_at <= now() ORDER BY m.next_check_at LIMIT $1)"
 					   " LIMIT $1",
-					   carriers.email_col, carriers.relation, carriers.mx_col);
+					   carriers.email_col,
+					   get_rel_relkind(carriers.relid) == RELKIND_RELATION ?
+					   "array_agg(c.ctid)" : "NULL::tid[]",
+					   carriers.relation, carriers.mx_col);
 		args[0] = Int32GetDatum(max_domains);
 		portal = SPI_cursor_open_with_args(NULL, sql, 1, argtypes, args, NULL,
 										   false, 0);
+		/* also checks the resolver settings before any process starts */
 		res = PwResolverCreate(runcxt);
 		PrepareWritePlans(&carriers, &plans);
+		cur.cxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
+										ALLOCSET_DEFAULT_SIZES);
+		next.cxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
+										 ALLOCSET_DEFAULT_SIZES);
 
-		while (remaining > 0)
+		FetchBatch(portal, Min(remaining, pw_tag_batch_size), &cur);
+		remaining -= cur.njobs;
+		if (pw_dns_process && remaining > 0 && cur.njobs == pw_tag_batch_size)
 		{
-			int			want = Min(remaining, pw_tag_batch_size);
-			int			njobs;
-			DomainJob  *jobs;
-			ChunkState	cs;
+			proc = PwDnsProcessStart(rules, nrules, pw_tag_batch_size);
+			if (proc == NULL)
+				ereport(DEBUG1,
+						(errmsg("pw mx_tag: no background worker slot for a resolver process, resolving in this backend")));
+			else
+				PwDnsProcessSubmit(proc, cur.jobs, cur.njobs);
+		}
+
+		while (cur.njobs > 0)
+		{
+			TagBatch	swap;
 			TimestampTz t0;
 			TimestampTz t1;
 
 			CHECK_FOR_INTERRUPTS();
-			SPI_cursor_fetch(portal, true, want);
-			njobs = (int) SPI_processed;
-			if (njobs == 0)
-				break;
-			remaining -= njobs;
-
-			MemoryContextSwitchTo(chunkcxt);
-			jobs = palloc0(sizeof(DomainJob) * njobs);
-			for (int i = 0; i < njobs; i++)
-			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				char	   *dom = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
-				PwDomainStatus st;
-
-				jobs[i].domain = dom;
-				jobs[i].old_label = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
-				jobs[i].step = STEP_MX;
-				st = PwDomainNormalize(dom, strlen(dom), jobs[i].qname);
-				if (st != PW_DOMAIN_OK)
-				{
-					jobs[i].step = STEP_DONE;
-					jobs[i].outcome = OUT_INVALID;
-					jobs[i].label = "none";
-					jobs[i].error = PwDomainStatusText(st);
-				}
-			}
-			SPI_freetuptable(SPI_tuptable);
-
-			cs.res = res;
-			cs.cxt = chunkcxt;
-			cs.rules = rules;
-			cs.nrules = nrules;
 			t0 = GetCurrentTimestamp();
-			ResolveChunk(&cs, jobs, njobs);
+			FetchBatch(portal, Min(remaining, pw_tag_batch_size), &next);
+			remaining -= next.njobs;
+			if (proc != NULL)
+			{
+				if (next.njobs > 0)
+					PwDnsProcessSubmit(proc, next.jobs, next.njobs);
+				PwDnsProcessCollect(proc, cur.jobs, cur.njobs, cur.cxt);
+			}
+			else
+				PwLookupDomains(res, cur.cxt, rules, nrules, cur.jobs, cur.njobs);
 			t1 = GetCurrentTimestamp();
-			WriteChunk(&plans, jobs, njobs, counts);
-			elog(DEBUG1, "pw mx_tag: batch of %d domains: DNS %.3f s, writes %.3f s",
-				 njobs, (t1 - t0) / 1e6, (GetCurrentTimestamp() - t1) / 1e6);
-
-			MemoryContextSwitchTo(runcxt);
-			MemoryContextReset(chunkcxt);
+			WriteChunk(&plans, cur.jobs, cur.njobs, counts);
+			elog(DEBUG1, "pw mx_tag: batch of %d domains: %s %.3f s, writes %.3f s",
+				 cur.njobs, proc ? "fetch and wait for DNS" : "fetch and DNS",
+				 (t1 - t0) / 1e6, (GetCurrentTimestamp() - t1) / 1e6);
+			swap = cur;
+			cur = next;
+			next = swap;
 		}
+		if (proc != NULL)
+			PwDnsProcessStop(proc);
 		SPI_cursor_close(portal);
 		SPI_freeplan(plans.insert);
 		SPI_freeplan(plans.update);
+		SPI_freeplan(plans.update_tids);
 		SPI_freeplan(plans.relabel);
 		PwResolverDestroy(res);
 	}
@@ -761,7 +610,7 @@ pw_resolve_mx(PG_FUNCTION_ARGS)
 	n = 0;
 	for (struct ares_mx_reply *m = r.mx; m != NULL; m = m->next)
 		sorted[n++] = m;
-	qsort(sorted, n, sizeof(sorted[0]), MxCmp);
+	qsort(sorted, n, sizeof(sorted[0]), PwMxCmp);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[2];

@@ -1,0 +1,487 @@
+/*-------------------------------------------------------------------------
+ *
+ * dns_process.c
+ *	  A separate resolver process for a tagging run, so that the DNS of one
+ *	  batch overlaps the database writes of the previous one.
+ *
+ *	  The tagging backend starts a dynamic background worker (connected to
+ *	  the same database as the same user, so that it shows in
+ *	  pg_stat_activity; it runs no queries) and talks to it through two shared-memory queues in a DSM
+ *	  segment: batches of names go one way, outcomes come back the other.
+ *	  The worker runs the same lookup code (lookup.c) with the backend's
+ *	  resolver settings and suffix rules.  It exits when the backend detaches
+ *	  (end of the run, error, cancel) and on SIGTERM; the backend raises an
+ *	  error if the worker goes away in the middle of a run, so nothing of a
+ *	  batch is written without its lookups.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shm_mq.h"
+#include "storage/shm_toc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "mx.h"
+#include "pw_deliverability.h"
+
+PGDLLEXPORT void pw_dns_process_main(Datum arg);
+
+#define PW_DNS_MAGIC		0x70776473
+#define KEY_SETTINGS		1
+#define KEY_RULES			2
+#define KEY_TO_WORKER		3
+#define KEY_FROM_WORKER		4
+
+/* Queue sizes: a batch of typical names fits, bounded either way */
+#define QUEUE_MIN			(256 * 1024)
+#define QUEUE_MAX			(64 * 1024 * 1024)
+
+/* The resolver settings handed to the worker, as GUC name/value pairs */
+static const char *const dns_settings[] = {
+	PW_GUC_PREFIX ".dns_servers",
+	PW_GUC_PREFIX ".dns_concurrency",
+	PW_GUC_PREFIX ".dns_timeout_ms",
+	PW_GUC_PREFIX ".dns_tries",
+	PW_GUC_PREFIX ".dns_max_qps",
+};
+
+/* The backend's side of a resolver process */
+struct PwDnsProcess
+{
+	dsm_segment *seg;
+	BackgroundWorkerHandle *handle;
+	shm_mq_handle *to_worker;
+	shm_mq_handle *from_worker;
+	StringInfoData pending;		/* a batch message being sent */
+	bool		sending;
+	int			outstanding;	/* batches submitted, not collected */
+};
+
+/* Appends a NUL-terminated string (NULL as an empty string with a flag). */
+static void
+PutString(StringInfo buf, const char *s)
+{
+	appendStringInfoChar(buf, s != NULL ? 1 : 0);
+	appendBinaryStringInfo(buf, s != NULL ? s : "", strlen(s != NULL ? s : "") + 1);
+}
+
+/* Reads a string written by PutString; advances *p, checks against end. */
+static char *
+GetString(char **p, const char *end)
+{
+	bool		present;
+	char	   *s;
+	size_t		len;
+
+	if (*p >= end)
+		elog(ERROR, "truncated message from the resolver process");
+	present = **p != 0;
+	(*p)++;
+	len = strnlen(*p, end - *p);
+	if (*p + len >= end)
+		elog(ERROR, "truncated message from the resolver process");
+	s = *p;
+	*p += len + 1;
+	return present ? s : NULL;
+}
+
+/* Appends a 32-bit integer. */
+static void
+PutUint32(StringInfo buf, uint32 v)
+{
+	appendBinaryStringInfo(buf, (char *) &v, sizeof(v));
+}
+
+/* Reads a 32-bit integer written by PutUint32. */
+static uint32
+GetUint32(char **p, const char *end)
+{
+	uint32		v;
+
+	if (*p + sizeof(v) > end)
+		elog(ERROR, "truncated message to or from the resolver process");
+	memcpy(&v, *p, sizeof(v));
+	*p += sizeof(v);
+	return v;
+}
+
+/* Copies a message into the segment under key, preceded by its length. */
+static void
+StoreBlob(shm_toc *toc, uint64 key, StringInfo buf)
+{
+	char	   *space = shm_toc_allocate(toc, sizeof(uint32) + buf->len);
+	uint32		len = buf->len;
+
+	memcpy(space, &len, sizeof(len));
+	memcpy(space + sizeof(len), buf->data, buf->len);
+	shm_toc_insert(toc, key, space);
+}
+
+/* Finds a message stored by StoreBlob: sets *p and *end around it. */
+static void
+LoadBlob(shm_toc *toc, uint64 key, char **p, char **end)
+{
+	char	   *space = shm_toc_lookup(toc, key, false);
+	uint32		len;
+
+	memcpy(&len, space, sizeof(len));
+	*p = space + sizeof(len);
+	*end = *p + len;
+}
+
+/*
+ * Starts a resolver process for batches of up to batch_size domains,
+ * classifying with the given rules.  NULL when no background worker slot is
+ * free (the caller then resolves in its own process).
+ */
+PwDnsProcess *
+PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
+{
+	PwDnsProcess *proc = palloc0(sizeof(PwDnsProcess));
+	StringInfoData settings;
+	StringInfoData rulebuf;
+	shm_toc_estimator e;
+	shm_toc    *toc;
+	Size		qsize;
+	Size		segsize;
+	shm_mq	   *mq_to;
+	shm_mq	   *mq_from;
+	BackgroundWorker bgw;
+	Oid			user = GetAuthenticatedUserId();
+
+	initStringInfo(&settings);
+	PutUint32(&settings, lengthof(dns_settings));
+	for (size_t i = 0; i < lengthof(dns_settings); i++)
+	{
+		PutString(&settings, dns_settings[i]);
+		PutString(&settings, GetConfigOption(dns_settings[i], false, false));
+	}
+	initStringInfo(&rulebuf);
+	PutUint32(&rulebuf, (uint32) nrules);
+	for (size_t i = 0; i < nrules; i++)
+	{
+		PutString(&rulebuf, rules[i].suffix);
+		PutString(&rulebuf, rules[i].label);
+	}
+	qsize = Min(Max((Size) batch_size * 128, QUEUE_MIN), QUEUE_MAX);
+
+	shm_toc_initialize_estimator(&e);
+	shm_toc_estimate_chunk(&e, sizeof(uint32) + settings.len);
+	shm_toc_estimate_chunk(&e, sizeof(uint32) + rulebuf.len);
+	shm_toc_estimate_chunk(&e, qsize);
+	shm_toc_estimate_chunk(&e, qsize);
+	shm_toc_estimate_keys(&e, 4);
+	segsize = shm_toc_estimate(&e);
+
+	proc->seg = dsm_create(segsize, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+	if (proc->seg == NULL)
+		return NULL;
+	toc = shm_toc_create(PW_DNS_MAGIC, dsm_segment_address(proc->seg), segsize);
+	StoreBlob(toc, KEY_SETTINGS, &settings);
+	StoreBlob(toc, KEY_RULES, &rulebuf);
+	mq_to = shm_mq_create(shm_toc_allocate(toc, qsize), qsize);
+	shm_toc_insert(toc, KEY_TO_WORKER, mq_to);
+	shm_mq_set_sender(mq_to, MyProc);
+	mq_from = shm_mq_create(shm_toc_allocate(toc, qsize), qsize);
+	shm_toc_insert(toc, KEY_FROM_WORKER, mq_from);
+	shm_mq_set_receiver(mq_from, MyProc);
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pw_deliverability");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pw_dns_process_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pw_deliverability resolver for PID %d", MyProcPid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pw_deliverability resolver");
+	bgw.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(proc->seg));
+	bgw.bgw_notify_pid = MyProcPid;
+	/* connected (to this database, as this user) to show in pg_stat_activity */
+	memcpy(bgw.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	memcpy(bgw.bgw_extra + sizeof(Oid), &user, sizeof(Oid));
+	if (!RegisterDynamicBackgroundWorker(&bgw, &proc->handle))
+	{
+		dsm_detach(proc->seg);
+		return NULL;
+	}
+	proc->to_worker = shm_mq_attach(mq_to, proc->seg, proc->handle);
+	proc->from_worker = shm_mq_attach(mq_from, proc->seg, proc->handle);
+	initStringInfo(&proc->pending);
+	return proc;
+}
+
+/* Raises the error of a resolver process gone in the middle of a run. */
+static void
+ProcessGone(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_SYSTEM_ERROR),
+			 errmsg("the pw_deliverability resolver process exited during a tagging run"),
+			 errhint("See the server log; set " PW_GUC_PREFIX ".dns_process = off to resolve in the backend.")));
+}
+
+/* Pushes the pending batch message as far as the queue takes it now. */
+static void
+PushPending(PwDnsProcess *proc)
+{
+	shm_mq_result rc;
+
+	if (!proc->sending)
+		return;
+	rc = shm_mq_send(proc->to_worker, proc->pending.len, proc->pending.data,
+					 true, true);
+	if (rc == SHM_MQ_DETACHED)
+		ProcessGone();
+	if (rc == SHM_MQ_SUCCESS)
+		proc->sending = false;
+}
+
+/* Waits for the latch (set by the queues and the worker's exit). */
+static void
+WaitForWorker(void)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1,
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Hands the jobs of a batch that are not done to the resolver process.  At
+ * most one batch may be waiting to be sent: the previous one must have been
+ * collected or fully taken.
+ */
+void
+PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
+{
+	uint32		n = 0;
+
+	while (proc->sending)
+	{
+		PushPending(proc);
+		if (proc->sending)
+			WaitForWorker();
+	}
+	resetStringInfo(&proc->pending);
+	PutUint32(&proc->pending, 0);
+	for (int i = 0; i < njobs; i++)
+	{
+		if (jobs[i].step == PW_STEP_DONE)
+			continue;
+		PutUint32(&proc->pending, (uint32) i);
+		PutString(&proc->pending, jobs[i].qname);
+		n++;
+	}
+	memcpy(proc->pending.data, &n, sizeof(n));
+	proc->sending = true;
+	proc->outstanding++;
+	PushPending(proc);
+}
+
+/*
+ * Waits for the outcomes of the oldest submitted batch and stores them in
+ * its jobs (strings in cxt).  Keeps pushing the next batch meanwhile, and
+ * returns only when the process has all of it, so that it resolves while
+ * the caller writes.
+ */
+void
+PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
+					MemoryContext cxt)
+{
+	Size		len = 0;
+	void	   *data = NULL;
+	char	   *p;
+	char	   *end;
+	uint32		n;
+
+	Assert(proc->outstanding > 0);
+	for (;;)
+	{
+		shm_mq_result rc;
+
+		PushPending(proc);
+		rc = shm_mq_receive(proc->from_worker, &len, &data, true);
+		if (rc == SHM_MQ_SUCCESS)
+			break;
+		if (rc == SHM_MQ_DETACHED)
+			ProcessGone();
+		WaitForWorker();
+	}
+	proc->outstanding--;
+
+	p = data;
+	end = p + len;
+	n = GetUint32(&p, end);
+	for (uint32 k = 0; k < n; k++)
+	{
+		uint32		i = GetUint32(&p, end);
+		char	   *outcome = GetString(&p, end);
+		char	   *label = GetString(&p, end);
+		char	   *hosts = GetString(&p, end);
+		char	   *error = GetString(&p, end);
+
+		if (i >= (uint32) njobs || outcome == NULL)
+			elog(ERROR, "malformed message from the resolver process");
+		jobs[i].step = PW_STEP_DONE;
+		jobs[i].outcome = MemoryContextStrdup(cxt, outcome);
+		jobs[i].label = label ? MemoryContextStrdup(cxt, label) : NULL;
+		jobs[i].hosts = hosts ? MemoryContextStrdup(cxt, hosts) : NULL;
+		jobs[i].error = error ? MemoryContextStrdup(cxt, error) : NULL;
+	}
+	for (int i = 0; i < njobs; i++)
+		if (jobs[i].step != PW_STEP_DONE)
+			elog(ERROR, "the resolver process left a domain without an outcome");
+
+	/* the process takes the next batch before the caller starts writing */
+	while (proc->sending)
+	{
+		PushPending(proc);
+		if (proc->sending)
+			WaitForWorker();
+	}
+}
+
+/* Ends the resolver process (it exits when its queues are detached). */
+void
+PwDnsProcessStop(PwDnsProcess *proc)
+{
+	shm_mq_detach(proc->to_worker);
+	shm_mq_detach(proc->from_worker);
+	dsm_detach(proc->seg);
+	pfree(proc->pending.data);
+	pfree(proc);
+}
+
+/*
+ * The resolver process: applies the backend's settings, then resolves
+ * batch after batch until the backend detaches.
+ */
+void
+pw_dns_process_main(Datum arg)
+{
+	dsm_segment *seg;
+	shm_toc    *toc;
+	shm_mq	   *mq;
+	shm_mq_handle *in;
+	shm_mq_handle *out;
+	char	   *p;
+	char	   *end;
+	uint32		n;
+	PwSuffixRule *rules;
+	size_t		nrules;
+	PwResolver *res;
+	MemoryContext batchcxt;
+	StringInfoData msg;
+	Oid			dboid;
+	Oid			user;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(&user, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	BackgroundWorkerInitializeConnectionByOid(dboid, user, 0);
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "pw_deliverability resolver");
+
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		proc_exit(0);			/* the backend is gone already */
+	toc = shm_toc_attach(PW_DNS_MAGIC, dsm_segment_address(seg));
+	if (toc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bad magic number in the resolver's shared memory segment")));
+
+	/* the backend's resolver settings, as if SET in a session */
+	LoadBlob(toc, KEY_SETTINGS, &p, &end);
+	n = GetUint32(&p, end);
+	for (uint32 i = 0; i < n; i++)
+	{
+		char	   *name = GetString(&p, end);
+		char	   *value = GetString(&p, end);
+
+		(void) set_config_option(name, value ? value : "", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
+	}
+	LoadBlob(toc, KEY_RULES, &p, &end);
+	n = GetUint32(&p, end);
+	nrules = n;
+	rules = palloc0(sizeof(PwSuffixRule) * (nrules + 1));
+	for (size_t i = 0; i < nrules; i++)
+	{
+		rules[i].suffix = GetString(&p, end);
+		rules[i].label = GetString(&p, end);
+	}
+
+	mq = shm_toc_lookup(toc, KEY_TO_WORKER, false);
+	shm_mq_set_receiver(mq, MyProc);
+	in = shm_mq_attach(mq, seg, NULL);
+	mq = shm_toc_lookup(toc, KEY_FROM_WORKER, false);
+	shm_mq_set_sender(mq, MyProc);
+	out = shm_mq_attach(mq, seg, NULL);
+
+	res = PwResolverCreate(TopMemoryContext);
+	batchcxt = AllocSetContextCreate(TopMemoryContext, "pw resolver batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	for (;;)
+	{
+		Size		len;
+		void	   *data;
+		PwDomainJob *jobs;
+		uint32	   *index;
+		uint32		njobs;
+		MemoryContext old;
+
+		if (shm_mq_receive(in, &len, &data, false) != SHM_MQ_SUCCESS)
+			break;				/* the backend detached: the run is over */
+		pgstat_report_activity(STATE_RUNNING, "resolving a batch");
+		old = MemoryContextSwitchTo(batchcxt);
+		p = data;
+		end = p + len;
+		njobs = GetUint32(&p, end);
+		jobs = palloc0(sizeof(PwDomainJob) * Max(njobs, 1));
+		index = palloc(sizeof(uint32) * Max(njobs, 1));
+		initStringInfo(&msg);
+		PutUint32(&msg, njobs);
+		for (uint32 i = 0; i < njobs; i++)
+		{
+			uint32		idx = GetUint32(&p, end);
+			char	   *qname = GetString(&p, end);
+
+			if (qname == NULL || strlen(qname) >= PW_NAME_BUF)
+				elog(ERROR, "malformed batch for the resolver process");
+			strlcpy(jobs[i].qname, qname, PW_NAME_BUF);
+			jobs[i].step = PW_STEP_MX;
+			index[i] = idx;
+		}
+
+		PwLookupDomains(res, batchcxt, rules, nrules, jobs, (int) njobs);
+
+		for (uint32 i = 0; i < njobs; i++)
+		{
+			PutUint32(&msg, index[i]);
+			PutString(&msg, jobs[i].outcome);
+			PutString(&msg, jobs[i].label);
+			PutString(&msg, jobs[i].hosts);
+			PutString(&msg, jobs[i].error);
+		}
+		if (shm_mq_send(out, msg.len, msg.data, false, true) != SHM_MQ_SUCCESS)
+			break;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batchcxt);
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PwResolverDestroy(res);
+	proc_exit(0);
+}
