@@ -100,6 +100,7 @@ typedef struct PwDomainJob
 	char	   *domain;			/* the cache key: pw.email_domain() form */
 	char	   *old_label;		/* its label before this lookup, or NULL */
 	Datum		tids;			/* tid[] of its untagged carriers, or 0 */
+	bool		cached;			/* in pw.mx_domains already */
 	char		qname[PW_NAME_BUF]; /* normalised name sent to DNS */
 	PwJobStep	step;
 	const char *outcome;

@@ -94,7 +94,8 @@ TextArray(char **vals, int n)
 /* The batch statements, prepared once per run */
 typedef struct WritePlans
 {
-	SPIPlanPtr	insert;			/* outcomes into pw.mx_domains */
+	SPIPlanPtr	insert;			/* new domains' outcomes into pw.mx_domains */
+	SPIPlanPtr	upsert;			/* cached domains' outcomes */
 	SPIPlanPtr	update;			/* labels to untagged carriers */
 	SPIPlanPtr	update_tids;	/* labels to carriers found by discovery */
 	SPIPlanPtr	relabel;		/* carriers of relabelled domains */
@@ -126,32 +127,37 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 	Oid			t3[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Oid			ttid[2] = {TIDARRAYOID, TEXTARRAYOID};
 
+	/* a new domain's outcome (the run holds pw.mx_domains against writers) */
+	const char *insert =
+		"INSERT INTO pw.mx_domains AS m (domain, label, mx_hosts, outcome, resolved_at,"
+		" checked_at, next_check_at, attempts, last_error)"
+		" SELECT d.domain, d.label, string_to_array(d.hosts, ' '), d.outcome,"
+		"  CASE WHEN d.outcome <> 'failed' THEN now() END, now(),"
+		"  CASE WHEN d.outcome = 'invalid' THEN NULL"
+		"       WHEN d.outcome = 'failed' THEN now() + make_interval(secs => least($7, $6))"
+		"       ELSE now() + make_interval(secs => $6) END,"
+		"  CASE WHEN d.outcome = 'failed' THEN 1 ELSE 0 END, d.err"
+		" FROM unnest($1, $2, $3, $4, $5) AS d(domain, label, hosts, outcome, err)";
+
+	plans->insert = PrepareGeneric(insert, 7, types);
+
 	/*
-	 * A success replaces everything; a failure keeps the last good answer,
-	 * counts the attempt and backs off exponentially (capped at
-	 * recheck_after); an invalid name is never checked again.
+	 * A cached domain's: a success replaces everything; a failure keeps the
+	 * last good answer, counts the attempt and backs off exponentially
+	 * (capped at recheck_after); an invalid name is never checked again.
 	 */
-	plans->insert = PrepareGeneric(
-								   "INSERT INTO pw.mx_domains AS m (domain, label, mx_hosts, outcome, resolved_at,"
-								   " checked_at, next_check_at, attempts, last_error)"
-								   " SELECT d.domain, d.label, string_to_array(d.hosts, ' '), d.outcome,"
-								   "  CASE WHEN d.outcome <> 'failed' THEN now() END, now(),"
-								   "  CASE WHEN d.outcome = 'invalid' THEN NULL"
-								   "       WHEN d.outcome = 'failed' THEN now() + make_interval(secs => least($7, $6))"
-								   "       ELSE now() + make_interval(secs => $6) END,"
-								   "  CASE WHEN d.outcome = 'failed' THEN 1 ELSE 0 END, d.err"
-								   " FROM unnest($1, $2, $3, $4, $5) AS d(domain, label, hosts, outcome, err)"
-								   " ON CONFLICT (domain) DO UPDATE SET"
-								   "  label = CASE WHEN excluded.outcome = 'failed' THEN m.label ELSE excluded.label END,"
-								   "  mx_hosts = CASE WHEN excluded.outcome = 'failed' THEN m.mx_hosts ELSE excluded.mx_hosts END,"
-								   "  outcome = excluded.outcome,"
-								   "  resolved_at = coalesce(excluded.resolved_at, m.resolved_at),"
-								   "  checked_at = excluded.checked_at,"
-								   "  next_check_at = CASE WHEN excluded.outcome = 'failed'"
-								   "   THEN now() + make_interval(secs => least($6::float8, $7::float8 * power(2, least(m.attempts, 40))))"
-								   "   ELSE excluded.next_check_at END,"
-								   "  attempts = CASE WHEN excluded.outcome = 'failed' THEN m.attempts + 1 ELSE 0 END,"
-								   "  last_error = excluded.last_error",
+	plans->upsert = PrepareGeneric(psprintf("%s ON CONFLICT (domain) DO UPDATE SET"
+											"  label = CASE WHEN excluded.outcome = 'failed' THEN m.label ELSE excluded.label END,"
+											"  mx_hosts = CASE WHEN excluded.outcome = 'failed' THEN m.mx_hosts ELSE excluded.mx_hosts END,"
+											"  outcome = excluded.outcome,"
+											"  resolved_at = coalesce(excluded.resolved_at, m.resolved_at),"
+											"  checked_at = excluded.checked_at,"
+											"  next_check_at = CASE WHEN excluded.outcome = 'failed'"
+											"   THEN now() + make_interval(secs => least($6::float8, $7::float8 * power(2, least(m.attempts, 40))))"
+											"   ELSE excluded.next_check_at END,"
+											"  attempts = CASE WHEN excluded.outcome = 'failed' THEN m.attempts + 1 ELSE 0 END,"
+											"  last_error = excluded.last_error",
+											insert),
 								   7, types);
 	plans->update = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
 											" FROM unnest($1, $2) AS d(domain, label)"
@@ -181,76 +187,180 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 									3, t3);
 }
 
+/* A carrier's row version and the label it gets */
+typedef struct TidLabel
+{
+	ItemPointerData tid;
+	char	   *label;
+} TidLabel;
+
+/* qsort order of TidLabels: physical order of the rows. */
+static int
+TidLabelCmp(const void *a, const void *b)
+{
+	return ItemPointerCompare(&((TidLabel *) unconstify(void *, a))->tid,
+							  &((TidLabel *) unconstify(void *, b))->tid);
+}
+
 /*
- * Writes a chunk's outcomes to pw.mx_domains and its labels to the
- * carriers; adds to the counts.
+ * Writes the outcomes of the new (cached false) or the cached jobs of a
+ * batch to pw.mx_domains.
  */
 static void
-WriteChunk(WritePlans *plans, PwDomainJob *jobs, int njobs, PwMxTagCounts *counts)
+WriteOutcomes(WritePlans *plans, PwDomainJob *jobs, int njobs, bool cached)
 {
 	char	  **domains = palloc(sizeof(char *) * njobs);
 	char	  **labels = palloc(sizeof(char *) * njobs);
 	char	  **hosts = palloc(sizeof(char *) * njobs);
 	char	  **outcomes = palloc(sizeof(char *) * njobs);
 	char	  **errors = palloc(sizeof(char *) * njobs);
-	char	  **olds = palloc(sizeof(char *) * njobs);
-	char	  **labels_by_domain = palloc(sizeof(char *) * njobs);
-	int			nchanged = 0;
-	int			nbydomain = 0;
-	Datum		values[8];
-	Datum	   *tids = NULL;
-	char	  **tidlabels = NULL;
-	int			ntids = 0;
-	int			maxtids = 0;
+	Datum		values[7];
+	int			n = 0;
 
 	for (int i = 0; i < njobs; i++)
 	{
-		PwDomainJob  *j = &jobs[i];
+		if (jobs[i].cached != cached)
+			continue;
+		domains[n] = jobs[i].domain;
+		labels[n] = jobs[i].label;
+		hosts[n] = jobs[i].hosts;
+		outcomes[n] = unconstify(char *, jobs[i].outcome);
+		errors[n] = unconstify(char *, jobs[i].error);
+		n++;
+	}
+	if (n == 0)
+		return;
+	values[0] = TextArray(domains, n);
+	values[1] = TextArray(labels, n);
+	values[2] = TextArray(hosts, n);
+	values[3] = TextArray(outcomes, n);
+	values[4] = TextArray(errors, n);
+	values[5] = Int32GetDatum(pw_recheck_after);
+	values[6] = Int32GetDatum(pw_retry_after);
+	if (SPI_execute_plan(cached ? plans->upsert : plans->insert, values, NULL,
+						 false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write pw.mx_domains");
+}
 
-		domains[i] = j->domain;
-		labels[i] = j->label;
-		hosts[i] = j->hosts;
-		outcomes[i] = (char *) j->outcome;
-		errors[i] = (char *) j->error;
-		olds[i] = NULL;
-		if (j->label != NULL && j->old_label != NULL && strcmp(j->label, j->old_label) != 0)
+/*
+ * Labels the carriers found by the discovery query (by row version, in
+ * physical order) of the labelled jobs of a batch.
+ */
+static uint64
+WriteLabelsByTid(WritePlans *plans, PwDomainJob *jobs, int njobs)
+{
+	TidLabel   *pairs = NULL;
+	int			npairs = 0;
+	int			maxpairs = 0;
+	Datum	   *tids;
+	char	  **labels;
+	Datum		values[2];
+
+	for (int i = 0; i < njobs; i++)
+	{
+		Datum	   *elems;
+		bool	   *enulls;
+		int			n;
+
+		if (jobs[i].label == NULL || jobs[i].tids == (Datum) 0)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(jobs[i].tids), TIDOID,
+						  sizeof(ItemPointerData), false, TYPALIGN_SHORT,
+						  &elems, &enulls, &n);
+		if (npairs + n > maxpairs)
 		{
-			olds[i] = j->old_label;
+			maxpairs = Max(2 * maxpairs, npairs + n + 1024);
+			pairs = pairs ? repalloc(pairs, sizeof(TidLabel) * maxpairs) :
+				palloc(sizeof(TidLabel) * maxpairs);
+		}
+		for (int k = 0; k < n; k++)
+		{
+			if (enulls[k])
+				continue;
+			pairs[npairs].tid = *(ItemPointer) DatumGetPointer(elems[k]);
+			pairs[npairs++].label = jobs[i].label;
+		}
+	}
+	if (npairs == 0)
+		return 0;
+	qsort(pairs, npairs, sizeof(TidLabel), TidLabelCmp);
+	tids = palloc(sizeof(Datum) * npairs);
+	labels = palloc(sizeof(char *) * npairs);
+	for (int i = 0; i < npairs; i++)
+	{
+		tids[i] = PointerGetDatum(&pairs[i].tid);
+		labels[i] = pairs[i].label;
+	}
+	values[0] = PointerGetDatum(construct_array(tids, npairs, TIDOID,
+												sizeof(ItemPointerData), false,
+												TYPALIGN_SHORT));
+	values[1] = TextArray(labels, npairs);
+	if (SPI_execute_plan(plans->update_tids, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update carriers");
+	return SPI_processed;
+}
+
+/*
+ * Labels by domain the untagged carriers of the labelled jobs that came
+ * without row versions (cached domains, a partitioned carriers table), and
+ * moves the carriers of relabelled domains.
+ */
+static uint64
+WriteLabelsByDomain(WritePlans *plans, PwDomainJob *jobs, int njobs)
+{
+	char	  **domains = palloc(sizeof(char *) * njobs);
+	char	  **labels = palloc(sizeof(char *) * njobs);
+	char	  **olds = palloc(sizeof(char *) * njobs);
+	int			n = 0;
+	int			nchanged = 0;
+	uint64		updated = 0;
+	Datum		values[3];
+
+	for (int i = 0; i < njobs; i++)
+	{
+		PwDomainJob *j = &jobs[i];
+
+		if (j->label == NULL)
+			continue;
+		olds[n] = NULL;
+		if (j->old_label != NULL && strcmp(j->label, j->old_label) != 0)
+		{
+			olds[n] = j->old_label;
 			nchanged++;
 		}
-		if (j->label != NULL && j->tids != (Datum) 0)
-		{
-			Datum	   *elems;
-			bool	   *enulls;
-			int			n;
+		else if (j->tids != (Datum) 0)
+			continue;
+		domains[n] = j->domain;
+		labels[n++] = j->label;
+	}
+	if (n == 0)
+		return 0;
+	values[0] = TextArray(domains, n);
+	values[1] = TextArray(labels, n);
+	values[2] = TextArray(olds, n);
+	if (SPI_execute_plan(plans->update, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update carriers");
+	updated += SPI_processed;
+	if (nchanged > 0)
+	{
+		if (SPI_execute_plan(plans->relabel, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update carriers");
+		updated += SPI_processed;
+	}
+	return updated;
+}
 
-			deconstruct_array(DatumGetArrayTypeP(j->tids), TIDOID,
-							  sizeof(ItemPointerData), false, TYPALIGN_SHORT,
-							  &elems, &enulls, &n);
-			if (ntids + n > maxtids)
-			{
-				maxtids = Max(2 * maxtids, ntids + n + 1024);
-				tids = tids ? repalloc(tids, sizeof(Datum) * maxtids) :
-					palloc(sizeof(Datum) * maxtids);
-				tidlabels = tidlabels ? repalloc(tidlabels, sizeof(char *) * maxtids) :
-					palloc(sizeof(char *) * maxtids);
-			}
-			for (int k = 0; k < n; k++)
-			{
-				if (enulls[k])
-					continue;
-				tids[ntids] = elems[k];
-				tidlabels[ntids++] = j->label;
-			}
-			/* carriers already known: not looked up by domain below */
-			labels_by_domain[i] = NULL;
-		}
-		else
-		{
-			labels_by_domain[i] = j->label;
-			if (j->label != NULL)
-				nbydomain++;
-		}
+/*
+ * Writes a batch's outcomes to pw.mx_domains and its labels to the
+ * carriers; adds to the counts.
+ */
+static void
+WriteChunk(WritePlans *plans, PwDomainJob *jobs, int njobs, PwMxTagCounts *counts)
+{
+	for (int i = 0; i < njobs; i++)
+	{
+		PwDomainJob *j = &jobs[i];
+
 		if (strcmp(j->outcome, PW_OUT_INVALID) != 0)
 			counts->looked_up++;
 		if (strcmp(j->outcome, PW_OUT_FAILED) == 0)
@@ -262,49 +372,10 @@ WriteChunk(WritePlans *plans, PwDomainJob *jobs, int njobs, PwMxTagCounts *count
 		else
 			counts->tagged++;
 	}
-	values[0] = TextArray(domains, njobs);
-	values[1] = TextArray(labels, njobs);
-	values[2] = TextArray(hosts, njobs);
-	values[3] = TextArray(outcomes, njobs);
-	values[4] = TextArray(errors, njobs);
-	values[5] = Int32GetDatum(pw_recheck_after);
-	values[6] = Int32GetDatum(pw_retry_after);
-	values[7] = TextArray(olds, njobs);
-
-	if (SPI_execute_plan(plans->insert, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not write pw.mx_domains");
-
-	/* labels reach the untagged carriers of these domains */
-	if (ntids > 0)
-	{
-		Datum		v2[2];
-
-		v2[0] = PointerGetDatum(construct_array(tids, ntids, TIDOID,
-												sizeof(ItemPointerData), false,
-												TYPALIGN_SHORT));
-		v2[1] = TextArray(tidlabels, ntids);
-		if (SPI_execute_plan(plans->update_tids, v2, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update carriers");
-		counts->carriers += SPI_processed;
-	}
-	if (nbydomain > 0)
-	{
-		Datum		v2[2] = {values[0], TextArray(labels_by_domain, njobs)};
-
-		if (SPI_execute_plan(plans->update, v2, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update carriers");
-		counts->carriers += SPI_processed;
-	}
-
-	/* a relabelled domain moves its carriers from the old label */
-	if (nchanged > 0)
-	{
-		Datum		v2[3] = {values[0], values[1], values[7]};
-
-		if (SPI_execute_plan(plans->relabel, v2, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update carriers");
-		counts->carriers += SPI_processed;
-	}
+	WriteOutcomes(plans, jobs, njobs, false);
+	WriteOutcomes(plans, jobs, njobs, true);
+	counts->carriers += WriteLabelsByTid(plans, jobs, njobs);
+	counts->carriers += WriteLabelsByDomain(plans, jobs, njobs);
 }
 
 /* One batch of domains in its own memory */
@@ -344,6 +415,7 @@ FetchBatch(Portal portal, int want, TagBatch *batch)
 		job->old_label = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
 		job->tids = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
 		job->tids = isnull ? (Datum) 0 : datumCopy(job->tids, false, -1);
+		job->cached = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
 		job->step = PW_STEP_MX;
 		st = PwDomainNormalize(job->domain, strlen(job->domain), job->qname);
 		if (st != PW_DOMAIN_OK)
@@ -409,6 +481,9 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take the tagging lock");
+	/* and no one else adds domains: new ones are inserted without a check */
+	if (SPI_execute("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not lock pw.mx_domains");
 	PwCarriersLoad(&carriers);
 	PwSuffixRulesLoad(runcxt, &rules, &nrules);
 
@@ -432,13 +507,13 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 		 * (in a plain table; a partitioned one is updated by domain), then
 		 * cached domains that are due.
 		 */
-		sql = psprintf("SELECT n.domain, NULL::text, n.tids FROM ("
+		sql = psprintf("SELECT n.domain, NULL::text, n.tids, false FROM ("
 					   "  SELECT pw.email_domain(c.%s) AS domain, %s AS tids FROM %s c"
 					   "  WHERE c.%s IS NULL GROUP BY 1) n"
 					   " WHERE n.domain IS NOT NULL"
 					   " AND NOT EXISTS (SELECT 1 FROM pw.mx_domains m WHERE m.domain = n.domain)"
 					   " UNION ALL"
-					   " (SELECT m.domain, m.label, NULL::tid[] FROM pw.mx_domains m"
+					   " (SELECT m.domain, m.label, NULL::tid[], true FROM pw.mx_domains m"
 					   "  WHERE m.next_check_at <= now() ORDER BY m.next_check_at LIMIT $1)"
 					   " LIMIT $1",
 					   carriers.email_col,
@@ -499,6 +574,7 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 			PwDnsProcessStop(proc);
 		SPI_cursor_close(portal);
 		SPI_freeplan(plans.insert);
+		SPI_freeplan(plans.upsert);
 		SPI_freeplan(plans.update);
 		SPI_freeplan(plans.update_tids);
 		SPI_freeplan(plans.relabel);
