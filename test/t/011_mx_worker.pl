@@ -20,7 +20,7 @@ my $node = pw_node('worker', conf => "restart_after_crash = on\n"
 	  . "pw_deliverability.worker_naptime = 3600\n"
 	  . "pw_deliverability.worker_batch = 100\n"
 	  . "pw_deliverability.dns_max_qps = 400\n"
-	  . "pw_deliverability.dns_timeout_ms = 300\n");
+	  . "pw_deliverability.dns_timeout_ms = 1000\n");
 
 # Polls a query until it returns the wanted value (at most $secs seconds).
 sub wait_for
