@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include <sys/resource.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -385,6 +387,9 @@ pw_dns_process_main(Datum arg)
 	StringInfoData msg;
 	Oid			dboid;
 	Oid			user;
+	int64		ndomains = 0;
+	int64		nbatches = 0;
+	struct rusage ru;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -467,6 +472,8 @@ pw_dns_process_main(Datum arg)
 		}
 
 		PwLookupDomains(res, batchcxt, rules, nrules, jobs, (int) njobs);
+		ndomains += njobs;
+		nbatches++;
 
 		for (uint32 i = 0; i < njobs; i++)
 		{
@@ -483,5 +490,11 @@ pw_dns_process_main(Datum arg)
 		pgstat_report_activity(STATE_IDLE, NULL);
 	}
 	PwResolverDestroy(res);
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		ereport(DEBUG1,
+				(errmsg("pw_deliverability resolver: %ld domains in %ld batches, %.2f s user, %.2f s system CPU",
+						(long) ndomains, (long) nbatches,
+						ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+						ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6)));
 	proc_exit(0);
 }
