@@ -20,7 +20,9 @@
 
 #include <sys/resource.h>
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
@@ -65,8 +67,8 @@ struct PwDnsProcess
 	BackgroundWorkerHandle *handle;
 	shm_mq_handle *to_worker;
 	shm_mq_handle *from_worker;
-	StringInfoData pending;		/* a batch message being sent */
-	bool		sending;
+	List	   *pending;		/* batch messages (StringInfo) not yet fully
+								 * in the queue, oldest first */
 	int			outstanding;	/* batches submitted, not collected */
 };
 
@@ -219,7 +221,7 @@ PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
 	}
 	proc->to_worker = shm_mq_attach(mq_to, proc->seg, proc->handle);
 	proc->from_worker = shm_mq_attach(mq_from, proc->seg, proc->handle);
-	initStringInfo(&proc->pending);
+	proc->pending = NIL;
 	return proc;
 }
 
@@ -233,20 +235,24 @@ ProcessGone(void)
 			 errhint("See the server log; set " PW_GUC_PREFIX ".dns_process = off to resolve in the backend.")));
 }
 
-/* Pushes the pending batch message as far as the queue takes it now. */
+/* Pushes the pending batch messages, in order, as far as the queue takes them now. */
 static void
 PushPending(PwDnsProcess *proc)
 {
-	shm_mq_result rc;
+	while (proc->pending != NIL)
+	{
+		StringInfo	msg = (StringInfo) linitial(proc->pending);
+		shm_mq_result rc;
 
-	if (!proc->sending)
-		return;
-	rc = shm_mq_send(proc->to_worker, proc->pending.len, proc->pending.data,
-					 true, true);
-	if (rc == SHM_MQ_DETACHED)
-		ProcessGone();
-	if (rc == SHM_MQ_SUCCESS)
-		proc->sending = false;
+		rc = shm_mq_send(proc->to_worker, msg->len, msg->data, true, true);
+		if (rc == SHM_MQ_DETACHED)
+			ProcessGone();
+		if (rc != SHM_MQ_SUCCESS)
+			return;
+		proc->pending = list_delete_first(proc->pending);
+		pfree(msg->data);
+		pfree(msg);
+	}
 }
 
 /* Waits for the latch (set by the queues and the worker's exit). */
@@ -260,33 +266,27 @@ WaitForWorker(void)
 }
 
 /*
- * Hands the jobs of a batch that are not done to the resolver process.  At
- * most one batch may be waiting to be sent: the previous one must have been
- * collected or fully taken.
+ * Hands the jobs of a batch that are not done to the resolver process;
+ * returns at once (what the queue does not take now is pushed while the
+ * caller collects).
  */
 void
 PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
 {
+	StringInfo	msg = makeStringInfo();
 	uint32		n = 0;
 
-	while (proc->sending)
-	{
-		PushPending(proc);
-		if (proc->sending)
-			WaitForWorker();
-	}
-	resetStringInfo(&proc->pending);
-	PutUint32(&proc->pending, 0);
+	PutUint32(msg, 0);
 	for (int i = 0; i < njobs; i++)
 	{
 		if (jobs[i].step == PW_STEP_DONE)
 			continue;
-		PutUint32(&proc->pending, (uint32) i);
-		PutString(&proc->pending, jobs[i].qname);
+		PutUint32(msg, (uint32) i);
+		PutString(msg, jobs[i].qname);
 		n++;
 	}
-	memcpy(proc->pending.data, &n, sizeof(n));
-	proc->sending = true;
+	memcpy(msg->data, &n, sizeof(n));
+	proc->pending = lappend(proc->pending, msg);
 	proc->outstanding++;
 	PushPending(proc);
 }
@@ -345,11 +345,14 @@ PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
 		if (jobs[i].step != PW_STEP_DONE)
 			elog(ERROR, "the resolver process left a domain without an outcome");
 
-	/* the process takes the next batch before the caller starts writing */
-	while (proc->sending)
+	/*
+	 * The process has the next batch before the caller starts writing; later
+	 * ones may still wait for room in the queue.
+	 */
+	while (list_length(proc->pending) > Max(proc->outstanding - 1, 0))
 	{
 		PushPending(proc);
-		if (proc->sending)
+		if (list_length(proc->pending) > Max(proc->outstanding - 1, 0))
 			WaitForWorker();
 	}
 }
@@ -361,7 +364,7 @@ PwDnsProcessStop(PwDnsProcess *proc)
 	shm_mq_detach(proc->to_worker);
 	shm_mq_detach(proc->from_worker);
 	dsm_detach(proc->seg);
-	pfree(proc->pending.data);
+	list_free_deep(proc->pending);
 	pfree(proc);
 }
 

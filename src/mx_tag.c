@@ -378,6 +378,9 @@ WriteChunk(WritePlans *plans, PwDomainJob *jobs, int njobs, PwMxTagCounts *count
 	counts->carriers += WriteLabelsByDomain(plans, jobs, njobs);
 }
 
+/* Batches alive at once: the one being written and two being resolved */
+#define TAG_RING 3
+
 /* One batch of domains in its own memory */
 typedef struct TagBatch
 {
@@ -499,8 +502,10 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 
 	if (max_domains > 0)
 	{
-		TagBatch	cur;
-		TagBatch	next;
+		TagBatch	ring[TAG_RING];
+		int			h = 0;
+		int			ahead = 0;
+		bool		exhausted = false;
 		int			batch_size;
 
 		/*
@@ -527,57 +532,66 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 		/* also checks the resolver settings before any process starts */
 		res = PwResolverCreate(runcxt);
 		PrepareWritePlans(&carriers, &plans);
-		cur.cxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
-										ALLOCSET_DEFAULT_SIZES);
-		next.cxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
-										 ALLOCSET_DEFAULT_SIZES);
+		for (int i = 0; i < TAG_RING; i++)
+		{
+			ring[i].cxt = AllocSetContextCreate(runcxt, "pw mx_tag batch",
+												ALLOCSET_DEFAULT_SIZES);
+			ring[i].njobs = 0;
+		}
 
 		/*
 		 * With a resolver process, batches start at an eighth of
-		 * tag_batch_size and double: the first wait for DNS is short, and
-		 * each batch's lookups (about twice as fast as its writes) are done
-		 * before the previous batch is written.
+		 * tag_batch_size and double, so the first wait for DNS is short, and
+		 * the process works two batches ahead of the writes: the lookups of
+		 * a batch take about half as long as its writes but come in bursts.
 		 */
 		batch_size = pw_dns_process ? Max(pw_tag_batch_size / 8, 1) : pw_tag_batch_size;
-		FetchBatch(portal, Min(remaining, batch_size), &cur);
-		remaining -= cur.njobs;
-		if (pw_dns_process && remaining > 0 && cur.njobs == batch_size)
+		FetchBatch(portal, Min(remaining, batch_size), &ring[0]);
+		remaining -= ring[0].njobs;
+		if (pw_dns_process && remaining > 0 && ring[0].njobs == batch_size)
 		{
 			proc = PwDnsProcessStart(rules, nrules, pw_tag_batch_size);
 			if (proc == NULL)
 				ereport(DEBUG1,
 						(errmsg("pw mx_tag: no background worker slot for a resolver process, resolving in this backend")));
 			else
-				PwDnsProcessSubmit(proc, cur.jobs, cur.njobs);
+				PwDnsProcessSubmit(proc, ring[0].jobs, ring[0].njobs);
 		}
 
-		while (cur.njobs > 0)
+		while (ring[h].njobs > 0)
 		{
-			TagBatch	swap;
+			TagBatch   *cur = &ring[h];
 			TimestampTz t0;
 			TimestampTz t1;
 
 			CHECK_FOR_INTERRUPTS();
 			t0 = GetCurrentTimestamp();
-			batch_size = Min(batch_size * 2, pw_tag_batch_size);
-			FetchBatch(portal, Min(remaining, batch_size), &next);
-			remaining -= next.njobs;
-			if (proc != NULL)
+			/* the next batches (one without a process): fetched, handed over */
+			while (!exhausted && ahead < (proc ? 2 : 1))
 			{
-				if (next.njobs > 0)
-					PwDnsProcessSubmit(proc, next.jobs, next.njobs);
-				PwDnsProcessCollect(proc, cur.jobs, cur.njobs, cur.cxt);
+				TagBatch   *b = &ring[(h + ahead + 1) % TAG_RING];
+
+				batch_size = Min(batch_size * 2, pw_tag_batch_size);
+				FetchBatch(portal, Min(remaining, batch_size), b);
+				remaining -= b->njobs;
+				ahead++;
+				if (b->njobs == 0)
+					exhausted = true;
+				else if (proc != NULL)
+					PwDnsProcessSubmit(proc, b->jobs, b->njobs);
 			}
+			if (proc != NULL)
+				PwDnsProcessCollect(proc, cur->jobs, cur->njobs, cur->cxt);
 			else
-				PwLookupDomains(res, cur.cxt, rules, nrules, cur.jobs, cur.njobs);
+				PwLookupDomains(res, cur->cxt, rules, nrules, cur->jobs, cur->njobs);
 			t1 = GetCurrentTimestamp();
-			WriteChunk(&plans, cur.jobs, cur.njobs, counts);
+			WriteChunk(&plans, cur->jobs, cur->njobs, counts);
 			elog(DEBUG1, "pw mx_tag: batch of %d domains: %s %.3f s, writes %.3f s",
-				 cur.njobs, proc ? "fetch and wait for DNS" : "fetch and DNS",
+				 cur->njobs, proc ? "fetch and wait for DNS" : "fetch and DNS",
 				 (t1 - t0) / 1e6, (GetCurrentTimestamp() - t1) / 1e6);
-			swap = cur;
-			cur = next;
-			next = swap;
+			cur->njobs = 0;
+			h = (h + 1) % TAG_RING;
+			ahead--;
 		}
 		if (proc != NULL)
 			PwDnsProcessStop(proc);
