@@ -670,3 +670,14 @@ DROP TABLE pg_temp.seed_blocked_domains;
 DROP TABLE pg_temp.seed_carriers_config;
 DROP TABLE pg_temp.seed_profiles;
 DROP TABLE pg_temp.seed_warmup_ramp;
+
+-- ---------------------------------------------------------------------------
+-- Mail-log ingestion speed: the suppression trigger fires only when there is
+-- something to normalise; pw.deliveries leaves room for HOT updates.
+-- ---------------------------------------------------------------------------
+DROP TRIGGER suppressions_normalize ON pw.suppressions;
+CREATE TRIGGER suppressions_normalize
+    BEFORE INSERT OR UPDATE OF email ON pw.suppressions
+    FOR EACH ROW WHEN (NEW.email IS DISTINCT FROM pw.normalize_email(NEW.email))
+    EXECUTE FUNCTION pw.suppressions_normalize();
+ALTER TABLE pw.deliveries SET (fillfactor = 50);

@@ -39,7 +39,9 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/queryenvironment.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 #include "utils/varlena.h"
 
 #include "maillog.h"
@@ -309,6 +311,64 @@ typedef struct Column
 	bool	   *nulls;
 } Column;
 
+/*
+ * Rows handed to the statements of this call as an ephemeral named relation
+ * (as a trigger's transition table is): no array to build and unnest.
+ */
+typedef struct Batch
+{
+	const char *name;
+	TupleDesc	desc;
+	Tuplestorestate *ts;
+	int64		n;
+} Batch;
+
+/* Starts an empty batch of rows (in the current memory context). */
+static void
+BatchInit(Batch *b, const char *name, int ncols, const char *const *colnames,
+		  const Oid *types)
+{
+	b->name = name;
+	b->desc = CreateTemplateTupleDesc(ncols);
+	for (int i = 0; i < ncols; i++)
+		TupleDescInitEntry(b->desc, (AttrNumber) (i + 1), colnames[i], types[i], -1, 0);
+	b->ts = tuplestore_begin_heap(false, false, work_mem);
+	b->n = 0;
+}
+
+/* Appends a row to a batch. */
+static void
+BatchAdd(Batch *b, Datum *values, bool *nulls)
+{
+	tuplestore_putvalues(b->ts, b->desc, values, nulls);
+	b->n++;
+}
+
+/* Makes a batch visible, by its name, to the statements run through SPI. */
+static void
+BatchRegister(Batch *b)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+
+	enr->md.name = pstrdup(b->name);
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = b->desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = (double) b->n;
+	enr->reldata = b->ts;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "pw.ingest_maillog: could not register \"%s\"", b->name);
+}
+
+/* Hides a batch from SPI again and frees its rows. */
+static void
+BatchDrop(Batch *b)
+{
+	if (SPI_unregister_relation(b->name) != SPI_OK_REL_UNREGISTER)
+		elog(ERROR, "pw.ingest_maillog: could not unregister \"%s\"", b->name);
+	tuplestore_end(b->ts);
+}
+
 /* What one call has read so far, in its own memory context. */
 typedef struct Ingest
 {
@@ -336,9 +396,7 @@ typedef struct Ingest
 				def_reason,
 				def_source;
 	/* deliveries and bounces with a queue id: no longer pending */
-	Column		done_qid,
-				done_addr,
-				done_at;
+	Batch		done;
 	/* messages expired */
 	Column		exp_qid,
 				exp_at,
@@ -699,9 +757,16 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 			}
 			else
 			{
-				ColumnAddField(&in->done_qid, &rec->queue_id);
-				ColumnAddCString(&in->done_addr, a->addr);
-				ColumnAdd(&in->done_at, TimestampTzGetDatum(when), false);
+				Datum		values[3];
+				bool		nulls[3] = {0};
+
+				values[0] = PointerGetDatum(cstring_to_text_with_len(rec->queue_id.ptr,
+																	 (int) rec->queue_id.len));
+				values[1] = PointerGetDatum(cstring_to_text(a->addr));
+				values[2] = TimestampTzGetDatum(when);
+				BatchAdd(&in->done, values, nulls);
+				pfree(DatumGetPointer(values[0]));
+				pfree(DatumGetPointer(values[1]));
 			}
 		}
 	}
@@ -729,9 +794,12 @@ IngestInit(Ingest *in, IngestCounts *counts)
 	ColumnInit(&in->def_dsn, TEXTOID);
 	ColumnInit(&in->def_reason, TEXTOID);
 	ColumnInit(&in->def_source, TEXTOID);
-	ColumnInit(&in->done_qid, TEXTOID);
-	ColumnInit(&in->done_addr, TEXTOID);
-	ColumnInit(&in->done_at, TIMESTAMPTZOID);
+	{
+		const char *names[3] = {"queue_id", "addr", "logged_at"};
+		Oid			types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+		BatchInit(&in->done, "pw_ingest_done", 3, names, types);
+	}
 	ColumnInit(&in->exp_qid, TEXTOID);
 	ColumnInit(&in->exp_at, TIMESTAMPTZOID);
 	ColumnInit(&in->exp_source, TEXTOID);
@@ -786,15 +854,14 @@ ApplyPending(Ingest *in)
 					"  WHERE EXCLUDED.deferred_at >= p.deferred_at",
 					cols, 6, SPI_OK_INSERT, false);
 	}
-	if (in->done_qid.n > 0)
+	if (in->done.n > 0)
 	{
-		Column	   *cols[3] = {&in->done_qid, &in->done_addr, &in->done_at};
-
-		ExecColumns("DELETE FROM pw.maillog_pending p"
-					" USING unnest($1, $2, $3) AS b(queue_id, addr, logged_at)"
-					" WHERE b.queue_id = p.queue_id AND b.addr = p.email"
-					"   AND b.logged_at >= p.deferred_at",
-					cols, 3, SPI_OK_DELETE, false);
+		BatchRegister(&in->done);
+		Exec("DELETE FROM pw.maillog_pending p USING pw_ingest_done b"
+			 " WHERE b.queue_id = p.queue_id AND b.addr = p.email"
+			 "   AND b.logged_at >= p.deferred_at",
+			 0, NULL, NULL, SPI_OK_DELETE);
+		BatchDrop(&in->done);
 	}
 
 	/* a message expired: every recipient still pending bounces */
@@ -980,68 +1047,78 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	/* what the log said about each address, carrier or not */
 	old = MemoryContextSwitchTo(in->cxt);
 	{
-		Column		c[13];
-		Column	   *cols[13];
+		const char *names[13] = {"addr", "first_sent_at", "last_sent_at", "sent_count",
+			"last_deferred_at", "deferred_count", "bounced_at", "bounce_count", "bounce_dsn",
+		"bounce_reason", "source", "in_carriers", "mx"};
 		Oid			types[13] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID,
 			TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
 		BOOLOID, TEXTOID};
+		Batch		rows;
+		Datum		values[13];
+		bool		nulls[13];
 
-		for (int k = 0; k < 13; k++)
-		{
-			ColumnInit(&c[k], types[k]);
-			cols[k] = &c[k];
-		}
+		BatchInit(&rows, "pw_ingest_addresses", 13, names, types);
 		for (int i = 0; i < in->naddrs; i++)
 		{
 			AddrAgg    *a = sorted[i];
 
-			ColumnAddCString(&c[0], a->addr);
-			ColumnAdd(&c[1], TimestampTzGetDatum(a->first_sent_at), a->sent_count == 0);
-			ColumnAdd(&c[2], TimestampTzGetDatum(a->last_sent_at), a->sent_count == 0);
-			ColumnAdd(&c[3], Int64GetDatum(a->sent_count), false);
-			ColumnAdd(&c[4], TimestampTzGetDatum(a->last_deferred_at), a->deferred_count == 0);
-			ColumnAdd(&c[5], Int64GetDatum(a->deferred_count), false);
-			ColumnAdd(&c[6], TimestampTzGetDatum(a->bounced_at), a->bounce_count == 0);
-			ColumnAdd(&c[7], Int64GetDatum(a->bounce_count), false);
-			ColumnAddCString(&c[8], a->bounce_dsn);
-			ColumnAddCString(&c[9], a->bounce_reason);
-			ColumnAddCString(&c[10], in->sources[a->source]);
-			ColumnAdd(&c[11], BoolGetDatum(a->in_carriers), false);
-			ColumnAddCString(&c[12], a->mx);
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = PointerGetDatum(cstring_to_text(a->addr));
+			values[1] = TimestampTzGetDatum(a->first_sent_at);
+			nulls[1] = a->sent_count == 0;
+			values[2] = TimestampTzGetDatum(a->last_sent_at);
+			nulls[2] = a->sent_count == 0;
+			values[3] = Int64GetDatum(a->sent_count);
+			values[4] = TimestampTzGetDatum(a->last_deferred_at);
+			nulls[4] = a->deferred_count == 0;
+			values[5] = Int64GetDatum(a->deferred_count);
+			values[6] = TimestampTzGetDatum(a->bounced_at);
+			nulls[6] = a->bounce_count == 0;
+			values[7] = Int64GetDatum(a->bounce_count);
+			nulls[8] = a->bounce_dsn == NULL;
+			values[8] = nulls[8] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_dsn));
+			nulls[9] = a->bounce_reason == NULL;
+			values[9] = nulls[9] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_reason));
+			values[10] = PointerGetDatum(cstring_to_text(in->sources[a->source]));
+			values[11] = BoolGetDatum(a->in_carriers);
+			nulls[12] = a->mx == NULL;
+			values[12] = nulls[12] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->mx));
+			BatchAdd(&rows, values, nulls);
+			for (int k = 0; k < 13; k++)
+				if (!nulls[k] && (k == 0 || k == 8 || k == 9 || k == 10 || k == 12))
+					pfree(DatumGetPointer(values[k]));
 			if (!a->in_carriers)
 				counts->unknown++;
 		}
 		MemoryContextSwitchTo(old);
-		ExecColumns("WITH s AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-					"   AS s(addr, first_sent_at, last_sent_at, sent_count, last_deferred_at,"
-					"        deferred_count, bounced_at, bounce_count, bounce_dsn, bounce_reason,"
-					"        source, in_carriers, mx)),"
-					" u AS ("
-					"   UPDATE pw.deliveries d SET"
-					"     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
-					"     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
-					"     sent_count = d.sent_count + s.sent_count,"
-					"     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
-					"     deferred_count = d.deferred_count + s.deferred_count,"
-					"     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
-					"       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-					"       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
-					"     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
-					"       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-					"       THEN s.bounce_reason ELSE d.bounce_reason END,"
-					"     bounced_at = greatest(d.bounced_at, s.bounced_at),"
-					"     bounce_count = d.bounce_count + s.bounce_count,"
-					"     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
-					"    FROM s WHERE d.email = s.addr"
-					"   RETURNING d.email)"
-					" INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-					"   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-					"   bounce_reason, source, in_carriers, mx_provider)"
-					" SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-					"   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-					"   s.source, s.in_carriers, s.mx"
-					"   FROM s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)",
-					cols, 13, SPI_OK_INSERT, false);
+		BatchRegister(&rows);
+		Exec("WITH u AS ("
+			 "   UPDATE pw.deliveries d SET"
+			 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
+			 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
+			 "     sent_count = d.sent_count + s.sent_count,"
+			 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
+			 "     deferred_count = d.deferred_count + s.deferred_count,"
+			 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
+			 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
+			 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
+			 "     bounce_count = d.bounce_count + s.bounce_count,"
+			 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
+			 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
+			 "   RETURNING d.email)"
+			 " INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
+			 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+			 "   bounce_reason, source, in_carriers, mx_provider)"
+			 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+			 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+			 "   s.source, s.in_carriers, s.mx"
+			 "   FROM pw_ingest_addresses s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)",
+			 0, NULL, NULL, SPI_OK_INSERT);
+		BatchDrop(&rows);
 	}
 
 	/* the outcomes per day and operator */
