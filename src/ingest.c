@@ -22,15 +22,20 @@
 #include <unistd.h>
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
+#include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -40,6 +45,9 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/queryenvironment.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/varlena.h"
@@ -53,6 +61,13 @@ PG_FUNCTION_INFO_V1(pw_create_writeback_index);
 
 /* How long a deferred recipient waits for its queue id's expiry line */
 #define PENDING_WINDOW "30 days"
+
+/*
+ * The carriers are scanned instead of probed once per address when the
+ * addresses are more than 1/SCAN_RATIO of the carriers (a probe costs
+ * about as much as scanning that many rows).
+ */
+#define SCAN_RATIO 16
 
 /* Bytes before the stored offset kept to recognise the file (tail column) */
 #define TAIL_BYTES 256
@@ -943,7 +958,7 @@ HaveWritebackIndex(PwCarriers *carriers)
  * them is not hard_bounced yet.
  */
 static void
-MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers)
+MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers, bool probe)
 {
 	Column		addrs;
 	Column	   *cols[1] = {&addrs};
@@ -963,7 +978,7 @@ MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers)
 					 carriers->mx_col, carriers->result_col, carriers->relation,
 					 carriers->email_col);
 	MemoryContextSwitchTo(old);
-	n = ExecColumns(sql.data, cols, 1, SPI_OK_SELECT, HaveWritebackIndex(carriers));
+	n = ExecColumns(sql.data, cols, 1, SPI_OK_SELECT, probe);
 	mxcoll = TupleDescAttr(SPI_tuptable->tupdesc, 1)->attcollation;
 	if (!OidIsValid(mxcoll))
 		mxcoll = DEFAULT_COLLATION_OID;
@@ -996,6 +1011,174 @@ MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/* A column of the carriers for ScanCarriers(): number and collation. */
+typedef struct CarrierColumn
+{
+	AttrNumber	attnum;
+	Oid			collation;
+} CarrierColumn;
+
+/*
+ * Looks up a (quoted) carriers column; false when it is not plain text or
+ * varchar with a deterministic collation, or not readable by the current
+ * role without a table-wide privilege.
+ */
+static bool
+ScanColumn(PwCarriers *carriers, const char *quoted, bool table_select,
+		   CarrierColumn *col)
+{
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
+	bool		isnull;
+	Oid			type;
+
+	values[0] = ObjectIdGetDatum(carriers->relid);
+	values[1] = CStringGetTextDatum(quoted);
+	Exec("SELECT a.attnum, a.attcollation, a.atttypid FROM pg_catalog.pg_attribute a"
+		 " WHERE a.attrelid = $1 AND pg_catalog.quote_ident(a.attname) = $2"
+		 "   AND a.attnum > 0 AND NOT a.attisdropped",
+		 2, types, values, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return false;
+	col->attnum = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	col->collation = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (type != TEXTOID && type != VARCHAROID)
+		return false;
+	if (!OidIsValid(col->collation) || !get_collation_isdeterministic(col->collation))
+		return false;
+	if (!table_select &&
+		pg_attribute_aclcheck(carriers->relid, col->attnum, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
+	return true;
+}
+
+/*
+ * Finds the carriers of every address by one sequential scan of the
+ * carriers table, hashing lower(btrim(email)) into the addresses (lower()
+ * only called when it could change something): cheaper than one index probe
+ * per address when the addresses are many.  Does what the join of
+ * MatchCarriers() does; returns false, having done nothing, where it could
+ * not (not a plain table, row-level security, columns of other types or
+ * nondeterministic collations, privileges short of SELECT on the columns).
+ */
+static bool
+ScanCarriers(Ingest *in, PwCarriers *carriers)
+{
+	CarrierColumn email,
+				mx,
+				result;
+	bool		table_select;
+	Relation	rel;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	StringInfoData key;
+	uint64		n = 0;
+	MemoryContext old;
+
+	if (get_rel_relkind(carriers->relid) != RELKIND_RELATION ||
+		check_enable_rls(carriers->relid, InvalidOid, true) != RLS_NONE)
+		return false;
+	table_select = pg_class_aclcheck(carriers->relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+	if (!ScanColumn(carriers, carriers->email_col, table_select, &email) ||
+		!ScanColumn(carriers, carriers->mx_col, table_select, &mx) ||
+		!ScanColumn(carriers, carriers->result_col, table_select, &result))
+		return false;
+
+	old = MemoryContextSwitchTo(in->cxt);
+	initStringInfo(&key);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	rel = table_open(carriers->relid, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d;
+		text	   *t;
+		const char *p;
+		int			len;
+		bool		plain = true;
+		AddrEntry  *e;
+
+		if ((++n & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		d = slot_getattr(slot, email.attnum, &isnull);
+		if (isnull)
+			continue;
+		t = (text *) PG_DETOAST_DATUM_PACKED(d);
+		p = VARDATA_ANY(t);
+		len = (int) VARSIZE_ANY_EXHDR(t);
+		while (len > 0 && *p == ' ')
+			p++, len--;
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (len == 0)
+			continue;
+		for (int i = 0; i < len; i++)
+		{
+			unsigned char c = (unsigned char) p[i];
+
+			if (c >= 0x80 || (c >= 'A' && c <= 'Z'))
+			{
+				plain = false;
+				break;
+			}
+		}
+		resetStringInfo(&key);
+		if (plain)
+			appendBinaryStringInfo(&key, p, len);
+		else
+		{
+			text	   *orig = cstring_to_text_with_len(p, len);
+			text	   *lowered = DatumGetTextPP(DirectFunctionCall1Coll(lower, email.collation,
+																		 PointerGetDatum(orig)));
+
+			appendBinaryStringInfo(&key, VARDATA_ANY(lowered), (int) VARSIZE_ANY_EXHDR(lowered));
+			pfree(orig);
+			pfree(lowered);
+		}
+		if ((Pointer) t != DatumGetPointer(d))
+			pfree(t);
+		e = addrtab_lookup(in->addrs, key.data);
+		if (e == NULL)
+			continue;
+
+		/* a carrier of an address of the log */
+		e->agg->in_carriers = true;
+		d = slot_getattr(slot, mx.attnum, &isnull);
+		if (!isnull)
+		{
+			text	   *m = DatumGetTextPP(d);
+
+			/* max(mx) in the column's collation */
+			if (e->agg->mx == NULL ||
+				varstr_cmp(VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m), e->agg->mx,
+						   strlen(e->agg->mx), mx.collation) > 0)
+				e->agg->mx = text_to_cstring(m);
+		}
+		d = slot_getattr(slot, result.attnum, &isnull);
+		if (isnull)
+			e->agg->to_bounce = true;
+		else
+		{
+			text	   *r = DatumGetTextPP(d);
+
+			if (VARSIZE_ANY_EXHDR(r) != strlen("hard_bounced") ||
+				memcmp(VARDATA_ANY(r), "hard_bounced", strlen("hard_bounced")) != 0)
+				e->agg->to_bounce = true;
+		}
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	UnregisterSnapshot(snapshot);
+	pfree(key.data);
+	MemoryContextSwitchTo(old);
+	return true;
 }
 
 /*
@@ -1042,7 +1225,30 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	qsort(sorted, in->naddrs, sizeof(AddrAgg *), AddrCmp);
 	MemoryContextSwitchTo(old);
 
-	MatchCarriers(in, sorted, carriers);
+	/*
+	 * Which addresses are carriers: by probing the index once per address,
+	 * or, for many addresses (or without the index), by one scan of the
+	 * carriers.
+	 */
+	{
+		bool		have_index = HaveWritebackIndex(carriers);
+		double		reltuples = 0;
+		bool		scanned = false;
+
+		if (have_index)
+		{
+			Relation	rel = table_open(carriers->relid, AccessShareLock);
+
+			reltuples = rel->rd_rel->reltuples;
+			if (reltuples < 0)
+				reltuples = (double) RelationGetNumberOfBlocks(rel) * 100;
+			table_close(rel, NoLock);
+		}
+		if (!have_index || (double) in->naddrs * SCAN_RATIO > reltuples)
+			scanned = ScanCarriers(in, carriers);
+		if (!scanned)
+			MatchCarriers(in, sorted, carriers, have_index);
+	}
 
 	/* what the log said about each address, carrier or not */
 	old = MemoryContextSwitchTo(in->cxt);
