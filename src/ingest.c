@@ -403,6 +403,7 @@ typedef struct Ingest
 	TimestampTz day_start;
 	TimestampTz day_end;
 	StringInfoData scratch;		/* the address being normalised */
+	instr_time	phase_start;	/* for the DEBUG1 timings */
 	/* deferrals with a queue id: remembered as pending */
 	Column		def_qid,
 				def_addr,
@@ -788,6 +789,20 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 	MemoryContextSwitchTo(old);
 }
 
+/* Logs (DEBUG1) how long the phase that just ended took. */
+static void
+Phase(Ingest *in, const char *name)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, in->phase_start);
+	ereport(DEBUG1,
+			(errmsg_internal("ingest_maillog: %s in %.0f ms", name,
+							 INSTR_TIME_GET_MILLISEC(now))));
+	INSTR_TIME_SET_CURRENT(in->phase_start);
+}
+
 /* Sets up an empty Ingest in its own memory context. */
 static void
 IngestInit(Ingest *in, IngestCounts *counts)
@@ -799,6 +814,7 @@ IngestInit(Ingest *in, IngestCounts *counts)
 									ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(in->cxt);
 	in->counts = counts;
+	INSTR_TIME_SET_CURRENT(in->phase_start);
 	in->addrs = addrtab_create(in->cxt, 1024, NULL);
 	in->maxaddrs = 1024;
 	in->list = palloc(in->maxaddrs * sizeof(AddrAgg *));
@@ -1077,6 +1093,8 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 	Snapshot	snapshot;
 	StringInfoData key;
 	uint64		n = 0;
+	uint64		nbits;
+	uint8	   *filter;
 	MemoryContext old;
 
 	if (get_rel_relkind(carriers->relid) != RELKIND_RELATION ||
@@ -1090,6 +1108,27 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 
 	old = MemoryContextSwitchTo(in->cxt);
 	initStringInfo(&key);
+
+	/*
+	 * Most carriers are not in the log: a bitmap of two bits per address
+	 * (at least 8 bits an address, small enough to stay in the CPU caches)
+	 * answers most of them without touching the hash table.
+	 */
+	nbits = 1024;
+	while (nbits < (uint64) in->naddrs * 8)
+		nbits *= 2;
+	filter = palloc0(nbits / 8);
+	for (int i = 0; i < in->naddrs; i++)
+	{
+		uint32		h = hash_bytes((const unsigned char *) in->list[i]->addr,
+								   strlen(in->list[i]->addr));
+		uint64		b1 = h & (nbits - 1);
+		uint64		b2 = murmurhash32(h) & (nbits - 1);
+
+		filter[b1 / 8] |= 1 << (b1 % 8);
+		filter[b2 / 8] |= 1 << (b2 % 8);
+	}
+
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	rel = table_open(carriers->relid, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
@@ -1103,6 +1142,9 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		int			len;
 		bool		plain = true;
 		AddrEntry  *e;
+		uint32		h;
+		uint64		b1,
+					b2;
 
 		if ((++n & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
@@ -1143,7 +1185,13 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		}
 		if ((Pointer) t != DatumGetPointer(d))
 			pfree(t);
-		e = addrtab_lookup(in->addrs, key.data);
+		h = hash_bytes((const unsigned char *) key.data, key.len);
+		b1 = h & (nbits - 1);
+		b2 = murmurhash32(h) & (nbits - 1);
+		if ((filter[b1 / 8] & (1 << (b1 % 8))) == 0 ||
+			(filter[b2 / 8] & (1 << (b2 % 8))) == 0)
+			continue;
+		e = addrtab_lookup_hash(in->addrs, key.data, h);
 		if (e == NULL)
 			continue;
 
@@ -1177,6 +1225,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 	table_close(rel, NoLock);
 	UnregisterSnapshot(snapshot);
 	pfree(key.data);
+	pfree(filter);
 	MemoryContextSwitchTo(old);
 	return true;
 }
@@ -1200,7 +1249,9 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	AddrAgg   **sorted;
 	MemoryContext old;
 
+	Phase(in, "read");
 	ApplyPending(in);
+	Phase(in, "pending deferrals");
 
 	/*
 	 * The profile is looked up once: pw.maillog_profile() is security
@@ -1224,6 +1275,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	memcpy(sorted, in->list, in->naddrs * sizeof(AddrAgg *));
 	qsort(sorted, in->naddrs, sizeof(AddrAgg *), AddrCmp);
 	MemoryContextSwitchTo(old);
+	Phase(in, "addresses sorted");
 
 	/*
 	 * Which addresses are carriers: by probing the index once per address,
@@ -1248,6 +1300,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 			scanned = ScanCarriers(in, carriers);
 		if (!scanned)
 			MatchCarriers(in, sorted, carriers, have_index);
+		Phase(in, scanned ? "carriers matched by a scan" : "carriers matched by index probes");
 	}
 
 	/* what the log said about each address, carrier or not */
@@ -1327,6 +1380,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		BatchDrop(&rows);
 	}
 
+	Phase(in, "deliveries");
+
 	/* the outcomes per day and operator */
 	old = MemoryContextSwitchTo(in->cxt);
 	{
@@ -1382,6 +1437,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		ExecColumns(sqltext, cols, 5, SPI_OK_INSERT, false);
 	}
 
+	Phase(in, "daily outcomes");
+
 	/* hard bounces: every carrier with the address, whatever its result */
 	old = MemoryContextSwitchTo(in->cxt);
 	{
@@ -1406,6 +1463,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 				ExecColumns(sql.data, cols, 1, SPI_OK_UPDATE, HaveWritebackIndex(carriers));
 		}
 	}
+
+	Phase(in, "hard bounces written back");
 
 	/* and the suppression list (the first bounce's reason is kept) */
 	old = MemoryContextSwitchTo(in->cxt);
@@ -1439,9 +1498,12 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 							"        source, logged_at"
 							"   FROM unnest($1, $2, $3, $4, $5) AS b(addr, dsn, reason, source, logged_at)"
 							"  WHERE addr LIKE '%_@_%'"
+							"    AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
+							"                     WHERE s.email = pw.normalize_email(b.addr))"
 							" ON CONFLICT (email) DO NOTHING",
 							cols, 5, SPI_OK_INSERT, false);
 	}
+	Phase(in, "suppressions");
 }
 
 /*
