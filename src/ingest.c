@@ -316,6 +316,54 @@ typedef struct DailyEntry
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
+/* A recipient of a message: queue id and normalised address */
+typedef struct PairKey
+{
+	const char *qid;
+	const char *addr;
+} PairKey;
+
+/*
+ * Hash table entry: what this call knows about a (queue id, address) that
+ * may be pending, deferred here or already in pw.maillog_pending.
+ */
+typedef struct PairEntry
+{
+	PairKey		key;
+	uint32		hash;
+	char		status;
+	bool		deferred;		/* deferred in these lines: the latest */
+	TimestampTz deferred_at;
+	char	   *dsn;
+	char	   *reason;
+	int			source;
+	bool		stored;			/* in pw.maillog_pending before this call */
+	bool		done;			/* sent or bounced in these lines: the latest */
+	TimestampTz done_at;
+} PairEntry;
+
+#define SH_PREFIX pairtab
+#define SH_ELEMENT_TYPE PairEntry
+#define SH_KEY_TYPE PairKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) \
+	hash_combine(hash_bytes((const unsigned char *) (k).qid, strlen((k).qid)), \
+				 hash_bytes((const unsigned char *) (k).addr, strlen((k).addr)))
+#define SH_EQUAL(tb, a, b) (strcmp((a).qid, (b).qid) == 0 && strcmp((a).addr, (b).addr) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* A delivery or bounce of a recipient of a message, kept until applied */
+typedef struct DoneEvent
+{
+	PairKey		key;
+	TimestampTz at;
+} DoneEvent;
+
 /* The values of one array parameter, collected row by row. */
 typedef struct Column
 {
@@ -405,14 +453,11 @@ typedef struct Ingest
 	StringInfoData scratch;		/* the address being normalised */
 	instr_time	phase_start;	/* for the DEBUG1 timings */
 	/* deferrals with a queue id: remembered as pending */
-	Column		def_qid,
-				def_addr,
-				def_at,
-				def_dsn,
-				def_reason,
-				def_source;
+	pairtab_hash *pairs;
 	/* deliveries and bounces with a queue id: no longer pending */
-	Batch		done;
+	DoneEvent  *done;
+	int64		ndone;
+	int64		maxdone;
 	/* messages expired */
 	Column		exp_qid,
 				exp_at,
@@ -762,27 +807,43 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 			AddOutcome(in, a, kind, when, NULL, NULL, in->source);
 		if (rec->queue_id.ptr != NULL)
 		{
+			PairKey		key;
+
+			key.qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
+			key.addr = a->addr;
 			if (kind == KIND_DEFERRED)
 			{
-				ColumnAddField(&in->def_qid, &rec->queue_id);
-				ColumnAddCString(&in->def_addr, a->addr);
-				ColumnAdd(&in->def_at, TimestampTzGetDatum(when), false);
-				ColumnAddField(&in->def_dsn, &rec->dsn);
-				ColumnAddField(&in->def_reason, &rec->reason);
-				ColumnAddCString(&in->def_source, in->sources[in->source]);
+				bool		found;
+				PairEntry  *e = pairtab_insert(in->pairs, key, &found);
+
+				if (!found)
+				{
+					e->deferred = false;
+					e->stored = false;
+					e->done = false;
+				}
+				else
+					pfree((char *) key.qid);
+				/* the latest deferral (the last line of the latest time) */
+				if (!e->deferred || when >= e->deferred_at)
+				{
+					e->deferred = true;
+					e->deferred_at = when;
+					e->dsn = rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL;
+					e->reason = rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL;
+					e->source = in->source;
+				}
 			}
 			else
 			{
-				Datum		values[3];
-				bool		nulls[3] = {0};
-
-				values[0] = PointerGetDatum(cstring_to_text_with_len(rec->queue_id.ptr,
-																	 (int) rec->queue_id.len));
-				values[1] = PointerGetDatum(cstring_to_text(a->addr));
-				values[2] = TimestampTzGetDatum(when);
-				BatchAdd(&in->done, values, nulls);
-				pfree(DatumGetPointer(values[0]));
-				pfree(DatumGetPointer(values[1]));
+				if (in->ndone == in->maxdone)
+				{
+					in->maxdone *= 2;
+					in->done = repalloc_huge(in->done, in->maxdone * sizeof(DoneEvent));
+				}
+				in->done[in->ndone].key = key;
+				in->done[in->ndone].at = when;
+				in->ndone++;
 			}
 		}
 	}
@@ -819,18 +880,9 @@ IngestInit(Ingest *in, IngestCounts *counts)
 	in->maxaddrs = 1024;
 	in->list = palloc(in->maxaddrs * sizeof(AddrAgg *));
 	initStringInfo(&in->scratch);
-	ColumnInit(&in->def_qid, TEXTOID);
-	ColumnInit(&in->def_addr, TEXTOID);
-	ColumnInit(&in->def_at, TIMESTAMPTZOID);
-	ColumnInit(&in->def_dsn, TEXTOID);
-	ColumnInit(&in->def_reason, TEXTOID);
-	ColumnInit(&in->def_source, TEXTOID);
-	{
-		const char *names[3] = {"queue_id", "addr", "logged_at"};
-		Oid			types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-
-		BatchInit(&in->done, "pw_ingest_done", 3, names, types);
-	}
+	in->pairs = pairtab_create(in->cxt, 1024, NULL);
+	in->maxdone = 1024;
+	in->done = palloc(in->maxdone * sizeof(DoneEvent));
 	ColumnInit(&in->exp_qid, TEXTOID);
 	ColumnInit(&in->exp_at, TIMESTAMPTZOID);
 	ColumnInit(&in->exp_source, TEXTOID);
@@ -865,34 +917,116 @@ ReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts)
  * queue id until sent or bounced; a message's expiry bounces those still
  * pending (added to the aggregates); deferrals too old for an expiry line
  * to come are forgotten.
+ *
+ * What the lines settle among themselves stays out of the table: a
+ * recipient deferred and then (at that time or later) sent or bounced in
+ * these lines is not stored, and only the recipients stored before are
+ * looked for with the deliveries and bounces.  The outcome is that of
+ * storing every latest deferral and then deleting each stored recipient
+ * sent or bounced at or after its deferral.
  */
 static void
 ApplyPending(Ingest *in)
 {
-	if (in->def_qid.n > 0)
-	{
-		Column	   *cols[6] = {&in->def_qid, &in->def_addr, &in->def_at, &in->def_dsn,
-		&in->def_reason, &in->def_source};
+	pairtab_iterator it;
+	PairEntry  *e;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
 
-		ExecColumns("INSERT INTO pw.maillog_pending AS p (queue_id, email, deferred_at, dsn, reason, source)"
-					" SELECT DISTINCT ON (queue_id, addr) queue_id, addr, logged_at, dsn, reason, source"
-					"   FROM unnest($1, $2, $3, $4, $5, $6)"
-					"        AS b(queue_id, addr, logged_at, dsn, reason, source)"
-					"  ORDER BY queue_id, addr, logged_at DESC"
-					" ON CONFLICT (queue_id, email) DO UPDATE SET"
-					"  deferred_at = EXCLUDED.deferred_at, dsn = EXCLUDED.dsn,"
-					"  reason = EXCLUDED.reason, source = EXCLUDED.source"
-					"  WHERE EXCLUDED.deferred_at >= p.deferred_at",
-					cols, 6, SPI_OK_INSERT, false);
-	}
-	if (in->done.n > 0)
+	/* the recipients already pending */
+	if (in->ndone > 0)
 	{
-		BatchRegister(&in->done);
-		Exec("DELETE FROM pw.maillog_pending p USING pw_ingest_done b"
-			 " WHERE b.queue_id = p.queue_id AND b.addr = p.email"
-			 "   AND b.logged_at >= p.deferred_at",
-			 0, NULL, NULL, SPI_OK_DELETE);
-		BatchDrop(&in->done);
+		uint64		n;
+
+		MemoryContextSwitchTo(old);
+		n = (uint64) Exec("SELECT queue_id, email FROM pw.maillog_pending", 0, NULL, NULL,
+						  SPI_OK_SELECT);
+		MemoryContextSwitchTo(in->cxt);
+		for (uint64 i = 0; i < n; i++)
+		{
+			PairKey		key;
+			bool		found;
+
+			key.qid = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			key.addr = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			e = pairtab_insert(in->pairs, key, &found);
+			if (!found)
+			{
+				e->deferred = false;
+				e->done = false;
+			}
+			e->stored = true;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	/* the latest delivery or bounce of each recipient that may be pending */
+	for (int64 i = 0; i < in->ndone; i++)
+	{
+		e = pairtab_lookup(in->pairs, in->done[i].key);
+		if (e != NULL && (!e->done || in->done[i].at > e->done_at))
+		{
+			e->done = true;
+			e->done_at = in->done[i].at;
+		}
+	}
+
+	/* deferrals still open at the end of these lines */
+	{
+		Column		c[6];
+		Column	   *cols[6];
+		Column	   *gone[3];
+		Oid			types[6] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID};
+
+		for (int k = 0; k < 6; k++)
+		{
+			ColumnInit(&c[k], types[k]);
+			cols[k] = &c[k];
+		}
+		pairtab_start_iterate(in->pairs, &it);
+		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
+		{
+			if (!e->deferred || (e->done && e->done_at >= e->deferred_at))
+				continue;
+			ColumnAddCString(&c[0], e->key.qid);
+			ColumnAddCString(&c[1], e->key.addr);
+			ColumnAdd(&c[2], TimestampTzGetDatum(e->deferred_at), false);
+			ColumnAddCString(&c[3], e->dsn);
+			ColumnAddCString(&c[4], e->reason);
+			ColumnAddCString(&c[5], in->sources[e->source]);
+		}
+		MemoryContextSwitchTo(old);
+		if (c[0].n > 0)
+			ExecColumns("INSERT INTO pw.maillog_pending AS p (queue_id, email, deferred_at, dsn, reason, source)"
+						" SELECT * FROM unnest($1, $2, $3, $4, $5, $6)"
+						" ON CONFLICT (queue_id, email) DO UPDATE SET"
+						"  deferred_at = EXCLUDED.deferred_at, dsn = EXCLUDED.dsn,"
+						"  reason = EXCLUDED.reason, source = EXCLUDED.source"
+						"  WHERE EXCLUDED.deferred_at >= p.deferred_at",
+						cols, 6, SPI_OK_INSERT, false);
+
+		/* stored recipients sent or bounced since their deferral */
+		MemoryContextSwitchTo(in->cxt);
+		for (int k = 0; k < 3; k++)
+		{
+			c[k].n = 0;
+			gone[k] = &c[k];
+		}
+		pairtab_start_iterate(in->pairs, &it);
+		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
+		{
+			if (!e->stored || !e->done)
+				continue;
+			ColumnAddCString(&c[0], e->key.qid);
+			ColumnAddCString(&c[1], e->key.addr);
+			ColumnAdd(&c[2], TimestampTzGetDatum(e->done_at), false);
+		}
+		MemoryContextSwitchTo(old);
+		if (c[0].n > 0)
+			ExecColumns("DELETE FROM pw.maillog_pending p"
+						" USING unnest($1, $2, $3) AS b(queue_id, addr, logged_at)"
+						" WHERE b.queue_id = p.queue_id AND b.addr = p.email"
+						"   AND b.logged_at >= p.deferred_at",
+						gone, 3, SPI_OK_DELETE, false);
 	}
 
 	/* a message expired: every recipient still pending bounces */
