@@ -1502,15 +1502,21 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 			 "     bounce_count = d.bounce_count + s.bounce_count,"
 			 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
 			 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
-			 "   RETURNING d.email)"
-			 " INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-			 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-			 "   bounce_reason, source, in_carriers, mx_provider)"
-			 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-			 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-			 "   s.source, s.in_carriers, s.mx"
-			 "   FROM pw_ingest_addresses s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)",
-			 0, NULL, NULL, SPI_OK_INSERT);
+			 "   RETURNING 1)"
+			 " SELECT count(*) FROM u",
+			 0, NULL, NULL, SPI_OK_SELECT);
+
+		/* the new addresses (none when every one was updated) */
+		if (FirstInt8() < rows.n)
+			Exec("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
+				 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+				 "   bounce_reason, source, in_carriers, mx_provider)"
+				 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+				 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+				 "   s.source, s.in_carriers, s.mx"
+				 "   FROM pw_ingest_addresses s"
+				 "  WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)",
+				 0, NULL, NULL, SPI_OK_INSERT);
 		BatchDrop(&rows);
 	}
 
