@@ -258,7 +258,7 @@ typedef struct AddrAgg
 	DayCount   *days;
 	bool		in_carriers;
 	bool		to_bounce;		/* a carrier with it is not hard_bounced yet */
-	char	   *mx;				/* greatest mx of its carriers */
+	const char *mx;				/* greatest mx of its carriers (interned) */
 } AddrAgg;
 
 /* Hash table entry: an address and what was said about it */
@@ -283,7 +283,28 @@ typedef struct AddrEntry
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
-/* A day and an operator of pw.maillog_daily */
+/* Hash table entry: one copy of each operator name (see Intern()) */
+typedef struct StrEntry
+{
+	const char *key;
+	uint32		hash;
+	char		status;
+} StrEntry;
+
+#define SH_PREFIX strtab
+#define SH_ELEMENT_TYPE StrEntry
+#define SH_KEY_TYPE const char *
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k), strlen(k))
+#define SH_EQUAL(tb, a, b) (strcmp(a, b) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* A day and an (interned) operator of pw.maillog_daily */
 typedef struct DailyKey
 {
 	DateADT		day;
@@ -307,8 +328,8 @@ typedef struct DailyEntry
 #define SH_KEY key
 #define SH_HASH_KEY(tb, k) \
 	hash_combine(murmurhash32((uint32) (k).day), \
-				 hash_bytes((const unsigned char *) (k).op, strlen((k).op)))
-#define SH_EQUAL(tb, a, b) ((a).day == (b).day && strcmp((a).op, (b).op) == 0)
+				 hash_bytes((const unsigned char *) &(k).op, sizeof((k).op)))
+#define SH_EQUAL(tb, a, b) ((a).day == (b).day && (a).op == (b).op)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a) ((a)->hash)
 #define SH_SCOPE static inline
@@ -342,13 +363,19 @@ typedef struct PairEntry
 	TimestampTz done_at;
 } PairEntry;
 
+/* The hash of a recipient of a message. */
+static inline uint32
+PairHash(PairKey key)
+{
+	return hash_combine(hash_bytes((const unsigned char *) key.qid, strlen(key.qid)),
+						hash_bytes((const unsigned char *) key.addr, strlen(key.addr)));
+}
+
 #define SH_PREFIX pairtab
 #define SH_ELEMENT_TYPE PairEntry
 #define SH_KEY_TYPE PairKey
 #define SH_KEY key
-#define SH_HASH_KEY(tb, k) \
-	hash_combine(hash_bytes((const unsigned char *) (k).qid, strlen((k).qid)), \
-				 hash_bytes((const unsigned char *) (k).addr, strlen((k).addr)))
+#define SH_HASH_KEY(tb, k) PairHash(k)
 #define SH_EQUAL(tb, a, b) (strcmp((a).qid, (b).qid) == 0 && strcmp((a).addr, (b).addr) == 0)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a) ((a)->hash)
@@ -361,6 +388,7 @@ typedef struct PairEntry
 typedef struct DoneEvent
 {
 	PairKey		key;
+	uint32		hash;			/* PairHash(key), taken while the line is hot */
 	TimestampTz at;
 } DoneEvent;
 
@@ -451,6 +479,8 @@ typedef struct Ingest
 	TimestampTz day_start;
 	TimestampTz day_end;
 	StringInfoData scratch;		/* the address being normalised */
+	strtab_hash *strings;		/* operator names, one copy of each */
+	StringInfoData strbuf;
 	instr_time	phase_start;	/* for the DEBUG1 timings */
 	/* deferrals with a queue id: remembered as pending */
 	pairtab_hash *pairs;
@@ -842,12 +872,33 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 					in->done = repalloc_huge(in->done, in->maxdone * sizeof(DoneEvent));
 				}
 				in->done[in->ndone].key = key;
+				in->done[in->ndone].hash = PairHash(key);
 				in->done[in->ndone].at = when;
 				in->ndone++;
 			}
 		}
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The one copy of a string (of len bytes) kept in in->strings: equal
+ * operator names are then the same pointer.
+ */
+static const char *
+Intern(Ingest *in, const char *str, size_t len)
+{
+	bool		found;
+	StrEntry   *e;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+
+	resetStringInfo(&in->strbuf);
+	appendBinaryStringInfo(&in->strbuf, str, (int) len);
+	e = strtab_insert(in->strings, in->strbuf.data, &found);
+	if (!found)
+		e->key = pstrdup(in->strbuf.data);
+	MemoryContextSwitchTo(old);
+	return e->key;
 }
 
 /* Logs (DEBUG1) how long the phase that just ended took. */
@@ -880,6 +931,8 @@ IngestInit(Ingest *in, IngestCounts *counts)
 	in->maxaddrs = 1024;
 	in->list = palloc(in->maxaddrs * sizeof(AddrAgg *));
 	initStringInfo(&in->scratch);
+	in->strings = strtab_create(in->cxt, 256, NULL);
+	initStringInfo(&in->strbuf);
 	in->pairs = pairtab_create(in->cxt, 1024, NULL);
 	in->maxdone = 1024;
 	in->done = palloc(in->maxdone * sizeof(DoneEvent));
@@ -962,7 +1015,7 @@ ApplyPending(Ingest *in)
 	/* the latest delivery or bounce of each recipient that may be pending */
 	for (int64 i = 0; i < in->ndone; i++)
 	{
-		e = pairtab_lookup(in->pairs, in->done[i].key);
+		e = pairtab_lookup_hash(in->pairs, in->done[i].key, in->done[i].hash);
 		if (e != NULL && (!e->done || in->done[i].at > e->done_at))
 		{
 			e->done = true;
@@ -1076,11 +1129,49 @@ ApplyPending(Ingest *in)
 	}
 }
 
+/* An address with its first bytes as a number, for sorting */
+typedef struct SortAddr
+{
+	uint64		prefix;			/* the first 8 bytes, big-endian, zero-padded */
+	AddrAgg    *agg;
+} SortAddr;
+
 /* qsort comparator: addresses in byte order (the index order of C.UTF-8). */
 static int
-AddrCmp(const void *a, const void *b)
+SortAddrCmp(const void *a, const void *b)
 {
-	return strcmp((*(AddrAgg *const *) a)->addr, (*(AddrAgg *const *) b)->addr);
+	const SortAddr *x = (const SortAddr *) a;
+	const SortAddr *y = (const SortAddr *) b;
+
+	if (x->prefix != y->prefix)
+		return x->prefix < y->prefix ? -1 : 1;
+	return strcmp(x->agg->addr, y->agg->addr);
+}
+
+/* The addresses sorted in byte order, into a new array. */
+static AddrAgg **
+SortAddresses(Ingest *in)
+{
+	SortAddr   *keys = palloc(in->naddrs * sizeof(SortAddr));
+	AddrAgg   **sorted = palloc(in->naddrs * sizeof(AddrAgg *));
+
+	for (int i = 0; i < in->naddrs; i++)
+	{
+		const unsigned char *p = (const unsigned char *) in->list[i]->addr;
+		uint64		prefix = 0;
+		int			k;
+
+		for (k = 0; k < 8 && p[k] != '\0'; k++)
+			prefix = (prefix << 8) | p[k];
+		prefix <<= 8 * (8 - k);
+		keys[i].prefix = prefix;
+		keys[i].agg = in->list[i];
+	}
+	qsort(keys, in->naddrs, sizeof(SortAddr), SortAddrCmp);
+	for (int i = 0; i < in->naddrs; i++)
+		sorted[i] = keys[i].agg;
+	pfree(keys);
+	return sorted;
 }
 
 /*
@@ -1154,7 +1245,7 @@ MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers, bool probe)
 			if (a->mx == NULL ||
 				varstr_cmp(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), a->mx, strlen(a->mx),
 						   mxcoll) > 0)
-				a->mx = text_to_cstring(t);
+				a->mx = Intern(in, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		}
 		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
 			a->to_bounce = true;
@@ -1340,7 +1431,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 			if (e->agg->mx == NULL ||
 				varstr_cmp(VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m), e->agg->mx,
 						   strlen(e->agg->mx), mx.collation) > 0)
-				e->agg->mx = text_to_cstring(m);
+				e->agg->mx = Intern(in, VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m));
 		}
 		d = slot_getattr(slot, result.attnum, &isnull);
 		if (isnull)
@@ -1405,9 +1496,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		return;
 
 	old = MemoryContextSwitchTo(in->cxt);
-	sorted = palloc(in->naddrs * sizeof(AddrAgg *));
-	memcpy(sorted, in->list, in->naddrs * sizeof(AddrAgg *));
-	qsort(sorted, in->naddrs, sizeof(AddrAgg *), AddrCmp);
+	sorted = SortAddresses(in);
 	MemoryContextSwitchTo(old);
 	Phase(in, "addresses sorted");
 
@@ -1526,6 +1615,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	old = MemoryContextSwitchTo(in->cxt);
 	{
 		dailytab_hash *daily = dailytab_create(in->cxt, 256, NULL);
+		const char *not_carrier = Intern(in, "(not a carrier)", strlen("(not a carrier)"));
+		const char *untagged = Intern(in, "(untagged)", strlen("(untagged)"));
 		dailytab_iterator it;
 		DailyEntry *e;
 		Column		c[5];
@@ -1536,8 +1627,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		for (int i = 0; i < in->naddrs; i++)
 		{
 			AddrAgg    *a = sorted[i];
-			const char *op = !a->in_carriers ? "(not a carrier)" :
-				a->mx != NULL ? a->mx : "(untagged)";
+			const char *op = !a->in_carriers ? not_carrier :
+				a->mx != NULL ? a->mx : untagged;
 
 			for (DayCount *dc = a->days; dc != NULL; dc = dc->next)
 			{
