@@ -24,6 +24,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -1354,7 +1355,11 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		filter[b2 / 8] |= 1 << (b2 % 8);
 	}
 
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	/* what a statement run through SPI now would see */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
 	rel = table_open(carriers->relid, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 	scan = table_beginscan(rel, snapshot, 0, NULL);
@@ -1448,7 +1453,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
-	UnregisterSnapshot(snapshot);
+	PopActiveSnapshot();
 	pfree(key.data);
 	pfree(filter);
 	MemoryContextSwitchTo(old);
