@@ -1477,6 +1477,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	Oid			log_types[2] = {TEXTOID, TEXTOID};
 	Datum		log_values[2];
 	AddrAgg   **sorted;
+	AddrAgg   **bounced_list;	/* the addresses that bounced, sorted */
+	int			nbounced = 0;
 	MemoryContext old;
 
 	Phase(in, "read");
@@ -1545,9 +1547,13 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		bool		nulls[13];
 
 		BatchInit(&rows, "pw_ingest_addresses", 13, names, types);
+		bounced_list = palloc(in->naddrs * sizeof(AddrAgg *));
 		for (int i = 0; i < in->naddrs; i++)
 		{
 			AddrAgg    *a = sorted[i];
+
+			if (a->bounce_count > 0)
+				bounced_list[nbounced++] = a;
 
 			memset(nulls, 0, sizeof(nulls));
 			values[0] = PointerGetDatum(cstring_to_text(a->addr));
@@ -1631,7 +1637,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 		for (int i = 0; i < in->naddrs; i++)
 		{
-			AddrAgg    *a = sorted[i];
+			AddrAgg    *a = in->list[i];
 			const char *op = !a->in_carriers ? not_carrier :
 				a->mx != NULL ? a->mx : untagged;
 
@@ -1682,9 +1688,9 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		Column	   *cols[1] = {&bounced};
 
 		ColumnInit(&bounced, TEXTOID);
-		for (int i = 0; i < in->naddrs; i++)
-			if (sorted[i]->bounce_count > 0 && sorted[i]->to_bounce)
-				ColumnAddCString(&bounced, sorted[i]->addr);
+		for (int i = 0; i < nbounced; i++)
+			if (bounced_list[i]->to_bounce)
+				ColumnAddCString(&bounced, bounced_list[i]->addr);
 		MemoryContextSwitchTo(old);
 		if (bounced.n > 0)
 		{
@@ -1714,12 +1720,10 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 			ColumnInit(&c[k], types[k]);
 			cols[k] = &c[k];
 		}
-		for (int i = 0; i < in->naddrs; i++)
+		for (int i = 0; i < nbounced; i++)
 		{
-			AddrAgg    *a = sorted[i];
+			AddrAgg    *a = bounced_list[i];
 
-			if (a->bounce_count == 0)
-				continue;
 			ColumnAddCString(&c[0], a->addr);
 			ColumnAddCString(&c[1], a->first_dsn);
 			ColumnAddCString(&c[2], a->first_reason);
