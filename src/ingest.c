@@ -10,7 +10,8 @@
  * advances in the same transaction as the writeback, so an error or a crash
  * never skips or repeats a line.  The lines are aggregated in C while they
  * are read (one entry per address, with its outcomes per day), then applied
- * with set-based statements over arrays, built on the configured carriers
+ * with set-based statements over arrays and ephemeral named relations, built
+ * on the configured carriers
  * contract (PwCarriersLoad).
  *
  *-------------------------------------------------------------------------
