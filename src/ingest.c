@@ -11,8 +11,7 @@
  * never skips or repeats a line.  The lines are aggregated in C while they
  * are read (one entry per address, with its outcomes per day), then applied
  * with set-based statements over arrays and ephemeral named relations, built
- * on the configured carriers
- * contract (PwCarriersLoad).
+ * on the configured carriers contract (PwCarriersLoad).
  *
  *-------------------------------------------------------------------------
  */
