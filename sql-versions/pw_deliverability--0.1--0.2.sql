@@ -682,3 +682,14 @@ AS 'MODULE_PATHNAME', 'pw_normalize_email';
 CREATE OR REPLACE FUNCTION pw.email_domain(email text) RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pw_email_domain';
+
+-- ---------------------------------------------------------------------------
+-- Mail-log ingestion speed: the suppression trigger fires only when there is
+-- something to normalise; pw.deliveries leaves room for HOT updates.
+-- ---------------------------------------------------------------------------
+DROP TRIGGER suppressions_normalize ON pw.suppressions;
+CREATE TRIGGER suppressions_normalize
+    BEFORE INSERT OR UPDATE OF email ON pw.suppressions
+    FOR EACH ROW WHEN (NEW.email IS DISTINCT FROM pw.normalize_email(NEW.email))
+    EXECUTE FUNCTION pw.suppressions_normalize();
+ALTER TABLE pw.deliveries SET (fillfactor = 50);

@@ -8,9 +8,10 @@
  *
  * The file position (device, inode, offset) lives in pw.maillog_files and
  * advances in the same transaction as the writeback, so an error or a crash
- * never skips or repeats a line.  Rows are staged in a temporary table and
- * applied with set-based statements built on the configured carriers
- * contract (PwCarriersLoad).
+ * never skips or repeats a line.  The lines are aggregated in C while they
+ * are read (one entry per address, with its outcomes per day), then applied
+ * with set-based statements over arrays and ephemeral named relations, built
+ * on the configured carriers contract (PwCarriersLoad).
  *
  *-------------------------------------------------------------------------
  */
@@ -21,16 +22,36 @@
 #include <unistd.h>
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "storage/bufmgr.h"
 #include "storage/fd.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/queryenvironment.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/varlena.h"
 
 #include "maillog.h"
 #include "pw_deliverability.h"
@@ -41,6 +62,13 @@ PG_FUNCTION_INFO_V1(pw_create_writeback_index);
 
 /* How long a deferred recipient waits for its queue id's expiry line */
 #define PENDING_WINDOW "30 days"
+
+/*
+ * The carriers are scanned instead of probed once per address when the
+ * addresses are more than 1/SCAN_RATIO of the carriers (a probe costs
+ * about as much as scanning that many rows).
+ */
+#define SCAN_RATIO 16
 
 /* Bytes before the stored offset kept to recognise the file (tail column) */
 #define TAIL_BYTES 256
@@ -101,60 +129,24 @@ FirstInt8(void)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-/* Creates this session's staging tables if needed, and empties them. */
-static void
-PrepareStaging(void)
-{
-	Exec("SELECT to_regclass('pg_temp.pw_maillog_batch') IS NOT NULL", 0, NULL, NULL,
-		 SPI_OK_SELECT);
-	{
-		bool		isnull;
-		bool		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (!exists)
-		{
-			Exec("CREATE TEMP TABLE pw_maillog_batch ("
-				 " source text, logged_at timestamptz, queue_id text, addr text,"
-				 " dsn text, kind text, reason text) ON COMMIT DELETE ROWS",
-				 0, NULL, NULL, SPI_OK_UTILITY);
-		}
-	}
-	Exec("SELECT to_regclass('pg_temp.pw_maillog_addr') IS NOT NULL", 0, NULL, NULL,
-		 SPI_OK_SELECT);
-	{
-		bool		isnull;
-		bool		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (!exists)
-			Exec("CREATE TEMP TABLE pw_maillog_addr ("
-				 " addr text, in_carriers boolean, mx text) ON COMMIT DELETE ROWS",
-				 0, NULL, NULL, SPI_OK_UTILITY);
-	}
-	Exec("TRUNCATE pg_temp.pw_maillog_batch, pg_temp.pw_maillog_addr", 0, NULL, NULL,
-		 SPI_OK_UTILITY);
-}
-
 /*
- * Runs a statement joining staged rows to the carriers by probing the index
- * on the normalised email (addresses are few next to the carriers; with the
- * probes in index order this beats hashing the whole table, and the planner
- * still hashes when there is no such index).  Returns SPI_processed.
+ * The ingest reads the log as pw.read_maillog() does: refuse a role that may
+ * not execute that function.
  */
-static uint64
-ExecProbingCarriers(const char *sql, int expected)
+static void
+CheckReadPrivilege(void)
 {
-	int			nestlevel = NewGUCNestLevel();
-	uint64		n;
+	Oid			fn;
+	bool		isnull;
 
-	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	n = Exec(sql, 0, NULL, NULL, expected);
-	AtEOXact_GUC(true, nestlevel);
-	return n;
+	Exec("SELECT pg_catalog.to_regprocedure('pw.read_maillog(text, bigint)')::oid",
+		 0, NULL, NULL, SPI_OK_SELECT);
+	fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										&isnull));
+	if (isnull)
+		elog(ERROR, "pw.ingest_maillog: function pw.read_maillog(text, bigint) is missing");
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, "read_maillog");
 }
 
 /* Stats a canonical path; false when it does not exist. */
@@ -226,118 +218,1276 @@ TailMatches(const char *path, int64 offset, uint64 dev, uint64 inode,
 	return same;
 }
 
-/* Reads one segment into the staging table through pw.read_maillog(). */
-static void
-StageSegment(const Segment *seg, IngestCounts *counts)
+/* What a delivery-status line means for the writeback. */
+typedef enum EventKind
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
-	Datum		values[2];
-	const MaillogReadStats *st;
+	KIND_OTHER,
+	KIND_SENT,
+	KIND_DEFERRED,
+	KIND_BOUNCED,
+	KIND_EXPIRED				/* a message expired (qmgr line, no recipient) */
+} EventKind;
 
-	values[0] = CStringGetTextDatum(seg->path);
-	values[1] = Int64GetDatum(seg->start);
-	Exec("INSERT INTO pg_temp.pw_maillog_batch (source, logged_at, queue_id, addr, dsn, kind, reason)"
-		 " SELECT $1, r.logged_at, r.queue_id, a.addr, r.dsn,"
-		 "  CASE r.status WHEN 'sent' THEN 'sent' WHEN 'deferred' THEN 'deferred'"
-		 "   WHEN 'bounced' THEN 'bounced'"
-		 "   WHEN 'expired' THEN CASE WHEN a.addr IS NULL THEN 'expired' ELSE 'bounced' END"
-		 "   ELSE 'other' END, CASE WHEN r.status <> 'sent' THEN r.reason END"
-		 " FROM pw.read_maillog($1, $2) r,"
-		 "  LATERAL (SELECT nullif(lower(btrim(coalesce(nullif(r.orig_recipient, ''), r.recipient))), '')"
-		 "           AS addr) a",
-		 2, types, values, SPI_OK_INSERT);
-	st = MaillogLastRead();
-	if (st == NULL || strcmp(st->path, seg->path) != 0)
-		elog(ERROR, "pw.ingest_maillog: read of \"%s\" left no statistics", seg->path);
-	if (st->dev != seg->dev || st->inode != seg->inode)
+/* One day's outcomes of an address. */
+typedef struct DayCount
+{
+	DateADT		day;
+	int64		sent;
+	int64		deferred;
+	int64		bounced;
+	struct DayCount *next;
+} DayCount;
+
+/* What the lines of one call said about one (normalised) address. */
+typedef struct AddrAgg
+{
+	char	   *addr;
+	TimestampTz first_sent_at;
+	TimestampTz last_sent_at;
+	TimestampTz last_deferred_at;
+	TimestampTz bounced_at;		/* of the latest bounce */
+	TimestampTz first_bounced_at;
+	int64		sent_count;
+	int64		deferred_count;
+	int64		bounce_count;
+	char	   *bounce_dsn;		/* of the latest bounce */
+	char	   *bounce_reason;
+	char	   *first_dsn;		/* of the first bounce: the suppression's */
+	char	   *first_reason;
+	int			first_source;
+	int			source;			/* the greatest source of its lines */
+	DayCount   *days;
+	bool		in_carriers;
+	bool		to_bounce;		/* a carrier with it is not hard_bounced yet */
+	const char *mx;				/* greatest mx of its carriers (interned) */
+} AddrAgg;
+
+/* Hash table entry: an address and what was said about it */
+typedef struct AddrEntry
+{
+	const char *key;
+	uint32		hash;
+	char		status;
+	AddrAgg    *agg;
+} AddrEntry;
+
+#define SH_PREFIX addrtab
+#define SH_ELEMENT_TYPE AddrEntry
+#define SH_KEY_TYPE const char *
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k), strlen(k))
+#define SH_EQUAL(tb, a, b) (strcmp(a, b) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* Hash table entry: one copy of each operator name (see Intern()) */
+typedef struct StrEntry
+{
+	const char *key;
+	uint32		hash;
+	char		status;
+} StrEntry;
+
+#define SH_PREFIX strtab
+#define SH_ELEMENT_TYPE StrEntry
+#define SH_KEY_TYPE const char *
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k), strlen(k))
+#define SH_EQUAL(tb, a, b) (strcmp(a, b) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* A day and an (interned) operator of pw.maillog_daily */
+typedef struct DailyKey
+{
+	DateADT		day;
+	const char *op;
+} DailyKey;
+
+/* Hash table entry: the outcomes of one (day, operator) */
+typedef struct DailyEntry
+{
+	DailyKey	key;
+	uint32		hash;
+	char		status;
+	int64		sent;
+	int64		deferred;
+	int64		bounced;
+} DailyEntry;
+
+#define SH_PREFIX dailytab
+#define SH_ELEMENT_TYPE DailyEntry
+#define SH_KEY_TYPE DailyKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) \
+	hash_combine(murmurhash32((uint32) (k).day), \
+				 hash_bytes((const unsigned char *) &(k).op, sizeof((k).op)))
+#define SH_EQUAL(tb, a, b) ((a).day == (b).day && (a).op == (b).op)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* A recipient of a message: queue id and normalised address */
+typedef struct PairKey
+{
+	const char *qid;
+	const char *addr;
+} PairKey;
+
+/*
+ * Hash table entry: what this call knows about a (queue id, address) that
+ * may be pending, deferred here or already in pw.maillog_pending.
+ */
+typedef struct PairEntry
+{
+	PairKey		key;
+	uint32		hash;
+	char		status;
+	bool		deferred;		/* deferred in these lines: the latest */
+	TimestampTz deferred_at;
+	char	   *dsn;
+	char	   *reason;
+	int			source;
+	bool		stored;			/* in pw.maillog_pending before this call */
+	bool		done;			/* sent or bounced in these lines: the latest */
+	TimestampTz done_at;
+} PairEntry;
+
+/* The hash of a recipient of a message. */
+static inline uint32
+PairHash(PairKey key)
+{
+	return hash_combine(hash_bytes((const unsigned char *) key.qid, strlen(key.qid)),
+						hash_bytes((const unsigned char *) key.addr, strlen(key.addr)));
+}
+
+#define SH_PREFIX pairtab
+#define SH_ELEMENT_TYPE PairEntry
+#define SH_KEY_TYPE PairKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) PairHash(k)
+#define SH_EQUAL(tb, a, b) (strcmp((a).qid, (b).qid) == 0 && strcmp((a).addr, (b).addr) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* A delivery or bounce of a recipient of a message, kept until applied */
+typedef struct DoneEvent
+{
+	PairKey		key;
+	uint32		hash;			/* PairHash(key), taken while the line is hot */
+	TimestampTz at;
+} DoneEvent;
+
+/* The values of one array parameter, collected row by row. */
+typedef struct Column
+{
+	Oid			type;			/* of the elements */
+	int			n;
+	int			size;
+	Datum	   *values;
+	bool	   *nulls;
+} Column;
+
+/*
+ * Rows handed to the statements of this call as an ephemeral named relation
+ * (as a trigger's transition table is): no array to build and unnest.
+ */
+typedef struct Batch
+{
+	const char *name;
+	TupleDesc	desc;
+	Tuplestorestate *ts;
+	int64		n;
+} Batch;
+
+/* Starts an empty batch of rows (in the current memory context). */
+static void
+BatchInit(Batch *b, const char *name, int ncols, const char *const *colnames,
+		  const Oid *types)
+{
+	b->name = name;
+	b->desc = CreateTemplateTupleDesc(ncols);
+	for (int i = 0; i < ncols; i++)
+		TupleDescInitEntry(b->desc, (AttrNumber) (i + 1), colnames[i], types[i], -1, 0);
+	b->ts = tuplestore_begin_heap(false, false, work_mem);
+	b->n = 0;
+}
+
+/* Appends a row to a batch. */
+static void
+BatchAdd(Batch *b, Datum *values, bool *nulls)
+{
+	tuplestore_putvalues(b->ts, b->desc, values, nulls);
+	b->n++;
+}
+
+/* Makes a batch visible, by its name, to the statements run through SPI. */
+static void
+BatchRegister(Batch *b)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+
+	enr->md.name = pstrdup(b->name);
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = b->desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = (double) b->n;
+	enr->reldata = b->ts;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "pw.ingest_maillog: could not register \"%s\"", b->name);
+}
+
+/* Hides a batch from SPI again and frees its rows. */
+static void
+BatchDrop(Batch *b)
+{
+	if (SPI_unregister_relation(b->name) != SPI_OK_REL_UNREGISTER)
+		elog(ERROR, "pw.ingest_maillog: could not unregister \"%s\"", b->name);
+	tuplestore_end(b->ts);
+}
+
+/* What one call has read so far, in its own memory context. */
+typedef struct Ingest
+{
+	MemoryContext cxt;
+	IngestCounts *counts;
+	addrtab_hash *addrs;
+	AddrAgg   **list;			/* the addresses, in order of appearance */
+	int			naddrs;
+	int			maxaddrs;
+	char	  **sources;		/* the files read */
+	int			nsources;
+	int			source;			/* the one being read */
+	bool		have_events;
+	TimestampTz max_logged_at;
+	bool		have_day;		/* the day of the last line, cached */
+	DateADT		day;
+	TimestampTz day_start;
+	TimestampTz day_end;
+	StringInfoData scratch;		/* the address being normalised */
+	strtab_hash *strings;		/* operator names, one copy of each */
+	StringInfoData strbuf;
+	instr_time	phase_start;	/* for the DEBUG1 timings */
+	/* deferrals with a queue id: remembered as pending */
+	pairtab_hash *pairs;
+	/* deliveries and bounces with a queue id: no longer pending */
+	DoneEvent  *done;
+	int64		ndone;
+	int64		maxdone;
+	/* messages expired */
+	Column		exp_qid,
+				exp_at,
+				exp_source;
+} Ingest;
+
+/* Starts an empty column of element type "type". */
+static void
+ColumnInit(Column *col, Oid type)
+{
+	col->type = type;
+	col->n = 0;
+	col->size = 256;
+	col->values = palloc(col->size * sizeof(Datum));
+	col->nulls = palloc(col->size * sizeof(bool));
+}
+
+/* Appends a value (or a NULL) to a column. */
+static void
+ColumnAdd(Column *col, Datum value, bool isnull)
+{
+	if (col->n == col->size)
+	{
+		col->size *= 2;
+		col->values = repalloc_huge(col->values, col->size * sizeof(Datum));
+		col->nulls = repalloc_huge(col->nulls, col->size * sizeof(bool));
+	}
+	col->values[col->n] = value;
+	col->nulls[col->n] = isnull;
+	col->n++;
+}
+
+/* Appends a text value, NULL when s is. */
+static void
+ColumnAddText(Column *col, const char *s, size_t len)
+{
+	if (s == NULL)
+		ColumnAdd(col, (Datum) 0, true);
+	else
+		ColumnAdd(col, PointerGetDatum(cstring_to_text_with_len(s, (int) len)), false);
+}
+
+/* Appends a NUL-terminated string, NULL when s is. */
+static void
+ColumnAddCString(Column *col, const char *s)
+{
+	ColumnAddText(col, s, s ? strlen(s) : 0);
+}
+
+/* Appends a field of a parsed line, NULL when absent. */
+static void
+ColumnAddField(Column *col, const MaillogField *f)
+{
+	ColumnAddText(col, f->ptr, f->len);
+}
+
+/* The column as a one-dimensional array datum. */
+static Datum
+ColumnArray(Column *col)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(col->type, &typlen, &typbyval, &typalign);
+	dims[0] = col->n;
+	return PointerGetDatum(construct_md_array(col->values, col->nulls, 1, dims, lbs,
+											  col->type, typlen, typbyval, typalign));
+}
+
+/*
+ * Runs a statement whose parameters $1.. are the given columns as arrays;
+ * with probe, joins to the carriers probe the normalised-email index.
+ * Returns SPI_processed.
+ */
+static uint64
+ExecColumns(const char *sql, Column **cols, int ncols, int expected, bool probe)
+{
+	Oid		   *types = palloc(ncols * sizeof(Oid));
+	Datum	   *values = palloc(ncols * sizeof(Datum));
+	int			nestlevel = 0;
+	int			rc;
+
+	for (int i = 0; i < ncols; i++)
+	{
+		types[i] = get_array_type(cols[i]->type);
+		values[i] = ColumnArray(cols[i]);
+	}
+	if (probe)
+	{
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+	rc = SPI_execute_with_args(sql, ncols, types, values, NULL, false, 0);
+	if (rc != expected)
+		elog(ERROR, "pw.ingest_maillog: statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+	if (probe)
+		AtEOXact_GUC(true, nestlevel);
+	for (int i = 0; i < ncols; i++)
+		pfree(DatumGetPointer(values[i]));
+	pfree(types);
+	pfree(values);
+	return SPI_processed;
+}
+
+/* The index of a source file in in->sources, added if new. */
+static int
+SourceIndex(Ingest *in, const char *path)
+{
+	for (int i = 0; i < in->nsources; i++)
+		if (strcmp(in->sources[i], path) == 0)
+			return i;
+	in->sources = in->nsources == 0 ? palloc(sizeof(char *)) :
+		repalloc(in->sources, (in->nsources + 1) * sizeof(char *));
+	in->sources[in->nsources] = pstrdup(path);
+	return in->nsources++;
+}
+
+/* Whether source i sorts after source j (as max() on text would). */
+static bool
+SourceAfter(Ingest *in, int i, int j)
+{
+	return varstr_cmp(in->sources[i], strlen(in->sources[i]),
+					  in->sources[j], strlen(in->sources[j]),
+					  DEFAULT_COLLATION_OID) > 0;
+}
+
+/* The date of a time in the session time zone (as timestamptz::date). */
+static DateADT
+DayOf(Ingest *in, TimestampTz when)
+{
+	if (!in->have_day || when < in->day_start || when >= in->day_end)
+	{
+		in->day = DatumGetDateADT(DirectFunctionCall1(timestamptz_date,
+													  TimestampTzGetDatum(when)));
+		in->day_start = DatumGetTimestampTz(DirectFunctionCall1(date_timestamptz,
+																DateADTGetDatum(in->day)));
+		in->day_end = DatumGetTimestampTz(DirectFunctionCall1(date_timestamptz,
+															  DateADTGetDatum(in->day + 1)));
+		in->have_day = true;
+	}
+	return in->day;
+}
+
+/*
+ * The normalised recipient of a line, lower(btrim(orig_to, or to when
+ * orig_to is absent or empty)), in in->scratch; NULL when there is none or
+ * it is empty.  lower() is only called when it could change something.
+ */
+static const char *
+NormAddress(Ingest *in, const MaillogRecord *rec)
+{
+	const MaillogField *f = rec->orig_recipient.ptr != NULL && rec->orig_recipient.len > 0 ?
+		&rec->orig_recipient : &rec->recipient;
+	const char *p = f->ptr;
+	size_t		len = f->len;
+	bool		plain = true;
+
+	if (p == NULL)
+		return NULL;
+	while (len > 0 && *p == ' ')
+		p++, len--;
+	while (len > 0 && p[len - 1] == ' ')
+		len--;
+	if (len == 0)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) p[i];
+
+		if (c >= 0x80 || (c >= 'A' && c <= 'Z'))
+		{
+			plain = false;
+			break;
+		}
+	}
+	resetStringInfo(&in->scratch);
+	if (plain)
+		appendBinaryStringInfo(&in->scratch, p, (int) len);
+	else
+	{
+		text	   *orig = cstring_to_text_with_len(p, (int) len);
+		text	   *lowered = DatumGetTextPP(DirectFunctionCall1Coll(lower, DEFAULT_COLLATION_OID,
+																	 PointerGetDatum(orig)));
+
+		appendBinaryStringInfo(&in->scratch, VARDATA_ANY(lowered),
+							   (int) VARSIZE_ANY_EXHDR(lowered));
+		pfree(orig);
+		pfree(lowered);
+		if (in->scratch.len == 0)
+			return NULL;
+	}
+	return in->scratch.data;
+}
+
+/* The aggregate of an address, created if new. */
+static AddrAgg *
+AddrFor(Ingest *in, const char *addr)
+{
+	bool		found;
+	AddrEntry  *e = addrtab_insert(in->addrs, addr, &found);
+
+	if (!found)
+	{
+		AddrAgg    *a = palloc0(sizeof(AddrAgg));
+
+		a->addr = pstrdup(addr);
+		a->source = -1;
+		e->key = a->addr;
+		e->agg = a;
+		if (in->naddrs == in->maxaddrs)
+		{
+			in->maxaddrs *= 2;
+			in->list = repalloc_huge(in->list, in->maxaddrs * sizeof(AddrAgg *));
+		}
+		in->list[in->naddrs++] = a;
+	}
+	return e->agg;
+}
+
+/*
+ * Adds one sent, deferred or bounced line of an address; dsn and reason
+ * (of a bounce) are kept as given.
+ */
+static void
+AddOutcome(Ingest *in, AddrAgg *a, EventKind kind, TimestampTz when,
+		   char *dsn, char *reason, int source)
+{
+	DateADT		day = DayOf(in, when);
+	DayCount   *dc;
+
+	for (dc = a->days; dc != NULL && dc->day != day; dc = dc->next)
+		;
+	if (dc == NULL)
+	{
+		dc = palloc0(sizeof(DayCount));
+		dc->day = day;
+		dc->next = a->days;
+		a->days = dc;
+	}
+	switch (kind)
+	{
+		case KIND_SENT:
+			if (a->sent_count == 0 || when < a->first_sent_at)
+				a->first_sent_at = when;
+			if (a->sent_count == 0 || when > a->last_sent_at)
+				a->last_sent_at = when;
+			a->sent_count++;
+			dc->sent++;
+			in->counts->sent++;
+			break;
+		case KIND_DEFERRED:
+			if (a->deferred_count == 0 || when > a->last_deferred_at)
+				a->last_deferred_at = when;
+			a->deferred_count++;
+			dc->deferred++;
+			in->counts->deferred++;
+			break;
+		case KIND_BOUNCED:
+			if (a->bounce_count == 0 || when >= a->bounced_at)
+			{
+				a->bounced_at = when;
+				a->bounce_dsn = dsn;
+				a->bounce_reason = reason;
+			}
+			if (a->bounce_count == 0 || when < a->first_bounced_at)
+			{
+				a->first_bounced_at = when;
+				a->first_dsn = dsn;
+				a->first_reason = reason;
+				a->first_source = source;
+			}
+			a->bounce_count++;
+			dc->bounced++;
+			in->counts->bounced++;
+			break;
+		default:
+			elog(ERROR, "pw.ingest_maillog: unexpected outcome %d", (int) kind);
+	}
+	if (a->source < 0 || (source != a->source && SourceAfter(in, source, a->source)))
+		a->source = source;
+}
+
+/* What a status means here. */
+static EventKind
+KindOf(const MaillogField *status)
+{
+	if (status->ptr == NULL)
+		return KIND_OTHER;
+	if (status->len == 4 && memcmp(status->ptr, "sent", 4) == 0)
+		return KIND_SENT;
+	if (status->len == 8 && memcmp(status->ptr, "deferred", 8) == 0)
+		return KIND_DEFERRED;
+	if (status->len == 7 && memcmp(status->ptr, "bounced", 7) == 0)
+		return KIND_BOUNCED;
+	if (status->len == 7 && memcmp(status->ptr, "expired", 7) == 0)
+		return KIND_EXPIRED;
+	return KIND_OTHER;
+}
+
+/*
+ * Takes one event line of a log being ingested (a MaillogEventSink): counts
+ * it into its address's aggregate and keeps what the pending deferrals
+ * need.
+ */
+static void
+IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_offset)
+{
+	Ingest	   *in = (Ingest *) arg;
+	EventKind	kind = KindOf(&rec->status);
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+	const char *addr;
+	AddrAgg    *a;
+
+	if (!in->have_events || when > in->max_logged_at)
+		in->max_logged_at = when;
+	in->have_events = true;
+	addr = NormAddress(in, rec);
+	/* an expiry with a recipient is that recipient's bounce */
+	if (kind == KIND_EXPIRED && addr != NULL)
+		kind = KIND_BOUNCED;
+	if (kind == KIND_EXPIRED)
+	{
+		in->counts->expired++;
+		if (rec->queue_id.ptr != NULL)
+		{
+			ColumnAddField(&in->exp_qid, &rec->queue_id);
+			ColumnAdd(&in->exp_at, TimestampTzGetDatum(when), false);
+			ColumnAddCString(&in->exp_source, in->sources[in->source]);
+		}
+	}
+	else if (kind != KIND_OTHER && addr != NULL)
+	{
+		a = AddrFor(in, addr);
+		if (kind == KIND_BOUNCED)
+			AddOutcome(in, a, kind, when,
+					   rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL,
+					   rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL,
+					   in->source);
+		else
+			AddOutcome(in, a, kind, when, NULL, NULL, in->source);
+		if (rec->queue_id.ptr != NULL)
+		{
+			PairKey		key;
+
+			key.qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
+			key.addr = a->addr;
+			if (kind == KIND_DEFERRED)
+			{
+				bool		found;
+				PairEntry  *e = pairtab_insert(in->pairs, key, &found);
+
+				if (!found)
+				{
+					e->deferred = false;
+					e->stored = false;
+					e->done = false;
+				}
+				else
+					pfree((char *) key.qid);
+				/* the latest deferral (the last line of the latest time) */
+				if (!e->deferred || when >= e->deferred_at)
+				{
+					e->deferred = true;
+					e->deferred_at = when;
+					e->dsn = rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL;
+					e->reason = rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL;
+					e->source = in->source;
+				}
+			}
+			else
+			{
+				if (in->ndone == in->maxdone)
+				{
+					in->maxdone *= 2;
+					in->done = repalloc_huge(in->done, in->maxdone * sizeof(DoneEvent));
+				}
+				in->done[in->ndone].key = key;
+				in->done[in->ndone].hash = PairHash(key);
+				in->done[in->ndone].at = when;
+				in->ndone++;
+			}
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The one copy of a string (of len bytes) kept in in->strings: equal
+ * operator names are then the same pointer.
+ */
+static const char *
+Intern(Ingest *in, const char *str, size_t len)
+{
+	bool		found;
+	StrEntry   *e;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+
+	resetStringInfo(&in->strbuf);
+	appendBinaryStringInfo(&in->strbuf, str, (int) len);
+	e = strtab_insert(in->strings, in->strbuf.data, &found);
+	if (!found)
+		e->key = pstrdup(in->strbuf.data);
+	MemoryContextSwitchTo(old);
+	return e->key;
+}
+
+/* Logs (DEBUG1) how long the phase that just ended took. */
+static void
+Phase(Ingest *in, const char *name)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, in->phase_start);
+	ereport(DEBUG1,
+			(errmsg_internal("ingest_maillog: %s in %.0f ms", name,
+							 INSTR_TIME_GET_MILLISEC(now))));
+	INSTR_TIME_SET_CURRENT(in->phase_start);
+}
+
+/* Sets up an empty Ingest in its own memory context. */
+static void
+IngestInit(Ingest *in, IngestCounts *counts)
+{
+	MemoryContext old;
+
+	memset(in, 0, sizeof(*in));
+	in->cxt = AllocSetContextCreate(CurrentMemoryContext, "pw.ingest_maillog",
+									ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(in->cxt);
+	in->counts = counts;
+	INSTR_TIME_SET_CURRENT(in->phase_start);
+	in->addrs = addrtab_create(in->cxt, 1024, NULL);
+	in->maxaddrs = 1024;
+	in->list = palloc(in->maxaddrs * sizeof(AddrAgg *));
+	initStringInfo(&in->scratch);
+	in->strings = strtab_create(in->cxt, 256, NULL);
+	initStringInfo(&in->strbuf);
+	in->pairs = pairtab_create(in->cxt, 1024, NULL);
+	in->maxdone = 1024;
+	in->done = palloc(in->maxdone * sizeof(DoneEvent));
+	ColumnInit(&in->exp_qid, TEXTOID);
+	ColumnInit(&in->exp_at, TIMESTAMPTZOID);
+	ColumnInit(&in->exp_source, TEXTOID);
+	MemoryContextSwitchTo(old);
+}
+
+/* Reads one segment of a log into the aggregates. */
+static void
+ReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts)
+{
+	MaillogReadStats st;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+
+	in->source = SourceIndex(in, seg->path);
+	MemoryContextSwitchTo(old);
+	MaillogReadEvents(seg->path, seg->start, IngestEvent, in, &st);
+	if (st.dev != seg->dev || st.inode != seg->inode)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("mail log \"%s\" was replaced while it was being ingested", seg->path),
 				 errhint("Call pw.ingest_maillog() again.")));
 	counts->files++;
-	counts->lines += st->lines;
-	counts->events += st->events;
-	counts->unparsed += st->unparsed;
-	counts->overlong += st->overlong;
-	counts->end_offset = st->end_offset;
+	counts->lines += st.lines;
+	counts->events += st.events;
+	counts->unparsed += st.unparsed;
+	counts->overlong += st.overlong;
+	counts->end_offset = st.end_offset;
 }
 
 /*
- * Applies the staged rows: pending deferrals, expiries, deliveries,
- * writeback.  The daily outcomes are attributed to the profile pw.maillogs
- * maps the log to ("given" as passed, or its canonical path), '' if none.
+ * Maintains pw.maillog_pending: recipients deferred are remembered per
+ * queue id until sent or bounced; a message's expiry bounces those still
+ * pending (added to the aggregates); deferrals too old for an expiry line
+ * to come are forgotten.
+ *
+ * What the lines settle among themselves stays out of the table: a
+ * recipient deferred and then (at that time or later) sent or bounced in
+ * these lines is not stored, and only the recipients stored before are
+ * looked for with the deliveries and bounces.  The outcome is that of
+ * storing every latest deferral and then deleting each stored recipient
+ * sent or bounced at or after its deferral.
  */
 static void
-ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
-		   const char *canon)
+ApplyPending(Ingest *in)
+{
+	pairtab_iterator it;
+	PairEntry  *e;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+
+	/* the recipients already pending */
+	if (in->ndone > 0)
+	{
+		uint64		n;
+
+		MemoryContextSwitchTo(old);
+		n = (uint64) Exec("SELECT queue_id, email FROM pw.maillog_pending", 0, NULL, NULL,
+						  SPI_OK_SELECT);
+		MemoryContextSwitchTo(in->cxt);
+		for (uint64 i = 0; i < n; i++)
+		{
+			PairKey		key;
+			bool		found;
+
+			key.qid = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			key.addr = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			e = pairtab_insert(in->pairs, key, &found);
+			if (!found)
+			{
+				e->deferred = false;
+				e->done = false;
+			}
+			e->stored = true;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	/* the latest delivery or bounce of each recipient that may be pending */
+	for (int64 i = 0; i < in->ndone; i++)
+	{
+		e = pairtab_lookup_hash(in->pairs, in->done[i].key, in->done[i].hash);
+		if (e != NULL && (!e->done || in->done[i].at > e->done_at))
+		{
+			e->done = true;
+			e->done_at = in->done[i].at;
+		}
+	}
+
+	/* deferrals still open at the end of these lines */
+	{
+		Column		c[6];
+		Column	   *cols[6];
+		Column	   *gone[3];
+		Oid			types[6] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID};
+
+		for (int k = 0; k < 6; k++)
+		{
+			ColumnInit(&c[k], types[k]);
+			cols[k] = &c[k];
+		}
+		pairtab_start_iterate(in->pairs, &it);
+		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
+		{
+			if (!e->deferred || (e->done && e->done_at >= e->deferred_at))
+				continue;
+			ColumnAddCString(&c[0], e->key.qid);
+			ColumnAddCString(&c[1], e->key.addr);
+			ColumnAdd(&c[2], TimestampTzGetDatum(e->deferred_at), false);
+			ColumnAddCString(&c[3], e->dsn);
+			ColumnAddCString(&c[4], e->reason);
+			ColumnAddCString(&c[5], in->sources[e->source]);
+		}
+		MemoryContextSwitchTo(old);
+		if (c[0].n > 0)
+			ExecColumns("INSERT INTO pw.maillog_pending AS p (queue_id, email, deferred_at, dsn, reason, source)"
+						" SELECT * FROM unnest($1, $2, $3, $4, $5, $6)"
+						" ON CONFLICT (queue_id, email) DO UPDATE SET"
+						"  deferred_at = EXCLUDED.deferred_at, dsn = EXCLUDED.dsn,"
+						"  reason = EXCLUDED.reason, source = EXCLUDED.source"
+						"  WHERE EXCLUDED.deferred_at >= p.deferred_at",
+						cols, 6, SPI_OK_INSERT, false);
+
+		/* stored recipients sent or bounced since their deferral */
+		MemoryContextSwitchTo(in->cxt);
+		for (int k = 0; k < 3; k++)
+		{
+			c[k].n = 0;
+			gone[k] = &c[k];
+		}
+		pairtab_start_iterate(in->pairs, &it);
+		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
+		{
+			if (!e->stored || !e->done)
+				continue;
+			ColumnAddCString(&c[0], e->key.qid);
+			ColumnAddCString(&c[1], e->key.addr);
+			ColumnAdd(&c[2], TimestampTzGetDatum(e->done_at), false);
+		}
+		MemoryContextSwitchTo(old);
+		if (c[0].n > 0)
+			ExecColumns("DELETE FROM pw.maillog_pending p"
+						" USING unnest($1, $2, $3) AS b(queue_id, addr, logged_at)"
+						" WHERE b.queue_id = p.queue_id AND b.addr = p.email"
+						"   AND b.logged_at >= p.deferred_at",
+						gone, 3, SPI_OK_DELETE, false);
+	}
+
+	/* a message expired: every recipient still pending bounces */
+	if (in->exp_qid.n > 0)
+	{
+		Column	   *cols[3] = {&in->exp_qid, &in->exp_at, &in->exp_source};
+		uint64		n;
+		MemoryContext old;
+
+		n = ExecColumns("WITH x AS (SELECT * FROM unnest($1, $2, $3) AS x(queue_id, logged_at, source)),"
+						" gone AS (DELETE FROM pw.maillog_pending p USING x"
+						"           WHERE p.queue_id = x.queue_id AND p.deferred_at <= x.logged_at"
+						"             AND p.deferred_at > x.logged_at - interval '" PENDING_WINDOW "'"
+						"          RETURNING p.queue_id, p.email, p.dsn, p.reason, x.logged_at, x.source)"
+						" SELECT DISTINCT ON (queue_id, email) email, logged_at, dsn,"
+						"        'expired in queue' || coalesce(' after: ' || reason, ''), source"
+						"   FROM gone ORDER BY queue_id, email, logged_at",
+						cols, 3, SPI_OK_SELECT, false);
+		old = MemoryContextSwitchTo(in->cxt);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *email = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+			TimestampTz when = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+			Datum		dsn = SPI_getbinval(tup, desc, 3, &isnull);
+			char	   *dsn_s = isnull ? NULL : TextDatumGetCString(dsn);
+			char	   *reason = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+			Datum		source = SPI_getbinval(tup, desc, 5, &isnull);
+			int			src = SourceIndex(in, isnull ? "" : TextDatumGetCString(source));
+
+			AddOutcome(in, AddrFor(in, email), KIND_BOUNCED, when, dsn_s, reason, src);
+		}
+		MemoryContextSwitchTo(old);
+	}
+
+	/* forget deferrals too old for any expiry line to come */
+	if (in->have_events)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+		Datum		values[1] = {TimestampTzGetDatum(in->max_logged_at)};
+
+		Exec("DELETE FROM pw.maillog_pending"
+			 " WHERE deferred_at < $1 - interval '" PENDING_WINDOW "'",
+			 1, types, values, SPI_OK_DELETE);
+	}
+}
+
+/* An address with its first bytes as a number, for sorting */
+typedef struct SortAddr
+{
+	uint64		prefix;			/* the first 8 bytes, big-endian, zero-padded */
+	AddrAgg    *agg;
+} SortAddr;
+
+/* qsort comparator: addresses in byte order (the index order of C.UTF-8). */
+static int
+SortAddrCmp(const void *a, const void *b)
+{
+	const SortAddr *x = (const SortAddr *) a;
+	const SortAddr *y = (const SortAddr *) b;
+
+	if (x->prefix != y->prefix)
+		return x->prefix < y->prefix ? -1 : 1;
+	return strcmp(x->agg->addr, y->agg->addr);
+}
+
+/* The addresses sorted in byte order, into a new array. */
+static AddrAgg **
+SortAddresses(Ingest *in)
+{
+	SortAddr   *keys = palloc(in->naddrs * sizeof(SortAddr));
+	AddrAgg   **sorted = palloc(in->naddrs * sizeof(AddrAgg *));
+
+	for (int i = 0; i < in->naddrs; i++)
+	{
+		const unsigned char *p = (const unsigned char *) in->list[i]->addr;
+		uint64		prefix = 0;
+		int			k;
+
+		for (k = 0; k < 8 && p[k] != '\0'; k++)
+			prefix = (prefix << 8) | p[k];
+		prefix <<= 8 * (8 - k);
+		keys[i].prefix = prefix;
+		keys[i].agg = in->list[i];
+	}
+	qsort(keys, in->naddrs, sizeof(SortAddr), SortAddrCmp);
+	for (int i = 0; i < in->naddrs; i++)
+		sorted[i] = keys[i].agg;
+	pfree(keys);
+	return sorted;
+}
+
+/*
+ * Whether the carriers have a valid index on lower(btrim(email)) to probe
+ * (without one the planner is left to hash the carriers).
+ */
+static bool
+HaveWritebackIndex(PwCarriers *carriers)
+{
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = ObjectIdGetDatum(carriers->relid);
+	values[1] = CStringGetTextDatum(psprintf("lower(btrim(%s))", carriers->email_col));
+	Exec("SELECT 1 FROM pg_catalog.pg_index i"
+		 " WHERE i.indrelid = $1 AND i.indisvalid AND i.indnatts = 1 AND i.indpred IS NULL"
+		 "   AND pg_catalog.pg_get_indexdef(i.indexrelid, 1, false) = $2",
+		 2, types, values, SPI_OK_SELECT);
+	return SPI_processed > 0;
+}
+
+/*
+ * Finds the carriers of every address (sorted, so that the index is probed
+ * in its order): whether there is one, the greatest mx, and whether one of
+ * them is not hard_bounced yet.
+ */
+static void
+MatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers, bool probe)
+{
+	Column		addrs;
+	Column	   *cols[1] = {&addrs};
+	StringInfoData sql;
+	uint64		n;
+	Oid			mxcoll;
+	MemoryContext old = MemoryContextSwitchTo(in->cxt);
+
+	ColumnInit(&addrs, TEXTOID);
+	for (int i = 0; i < in->naddrs; i++)
+		ColumnAddCString(&addrs, sorted[i]->addr);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT a.i, c.%s, c.%s IS DISTINCT FROM 'hard_bounced'"
+					 "  FROM unnest($1) WITH ORDINALITY AS a(addr, i)"
+					 "  JOIN %s c ON lower(btrim(c.%s)) = a.addr",
+					 carriers->mx_col, carriers->result_col, carriers->relation,
+					 carriers->email_col);
+	MemoryContextSwitchTo(old);
+	n = ExecColumns(sql.data, cols, 1, SPI_OK_SELECT, probe);
+	mxcoll = TupleDescAttr(SPI_tuptable->tupdesc, 1)->attcollation;
+	if (!OidIsValid(mxcoll))
+		mxcoll = DEFAULT_COLLATION_OID;
+	old = MemoryContextSwitchTo(in->cxt);
+	for (uint64 r = 0; r < n; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		mx = SPI_getbinval(tup, desc, 2, &isnull);
+		AddrAgg    *a;
+
+		if (i < 1 || i > in->naddrs)
+			elog(ERROR, "pw.ingest_maillog: address " INT64_FORMAT " out of range", i);
+		a = sorted[i - 1];
+		a->in_carriers = true;
+		if (!isnull)
+		{
+			text	   *t = DatumGetTextPP(mx);
+
+			/* max(mx) in the column's collation */
+			if (a->mx == NULL ||
+				varstr_cmp(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), a->mx, strlen(a->mx),
+						   mxcoll) > 0)
+				a->mx = Intern(in, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		}
+		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			a->to_bounce = true;
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* A column of the carriers for ScanCarriers(): number and collation. */
+typedef struct CarrierColumn
+{
+	AttrNumber	attnum;
+	Oid			collation;
+} CarrierColumn;
+
+/*
+ * Looks up a (quoted) carriers column; false when it is not plain text or
+ * varchar with a deterministic collation, or not readable by the current
+ * role without a table-wide privilege.
+ */
+static bool
+ScanColumn(PwCarriers *carriers, const char *quoted, bool table_select,
+		   CarrierColumn *col)
+{
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
+	bool		isnull;
+	Oid			type;
+
+	values[0] = ObjectIdGetDatum(carriers->relid);
+	values[1] = CStringGetTextDatum(quoted);
+	Exec("SELECT a.attnum, a.attcollation, a.atttypid FROM pg_catalog.pg_attribute a"
+		 " WHERE a.attrelid = $1 AND pg_catalog.quote_ident(a.attname) = $2"
+		 "   AND a.attnum > 0 AND NOT a.attisdropped",
+		 2, types, values, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return false;
+	col->attnum = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	col->collation = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (type != TEXTOID && type != VARCHAROID)
+		return false;
+	if (!OidIsValid(col->collation) || !get_collation_isdeterministic(col->collation))
+		return false;
+	if (!table_select &&
+		pg_attribute_aclcheck(carriers->relid, col->attnum, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
+	return true;
+}
+
+/*
+ * Finds the carriers of every address by one sequential scan of the
+ * carriers table, hashing lower(btrim(email)) into the addresses (lower()
+ * only called when it could change something): cheaper than one index probe
+ * per address when the addresses are many.  Does what the join of
+ * MatchCarriers() does; returns false, having done nothing, where it could
+ * not (not a plain table, row-level security, columns of other types or
+ * nondeterministic collations, privileges short of SELECT on the columns).
+ */
+static bool
+ScanCarriers(Ingest *in, PwCarriers *carriers)
+{
+	CarrierColumn email,
+				mx,
+				result;
+	bool		table_select;
+	Relation	rel;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	StringInfoData key;
+	uint64		n = 0;
+	uint64		nbits;
+	uint8	   *filter;
+	MemoryContext old;
+
+	if (get_rel_relkind(carriers->relid) != RELKIND_RELATION ||
+		check_enable_rls(carriers->relid, InvalidOid, true) != RLS_NONE)
+		return false;
+	table_select = pg_class_aclcheck(carriers->relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+	if (!ScanColumn(carriers, carriers->email_col, table_select, &email) ||
+		!ScanColumn(carriers, carriers->mx_col, table_select, &mx) ||
+		!ScanColumn(carriers, carriers->result_col, table_select, &result))
+		return false;
+
+	old = MemoryContextSwitchTo(in->cxt);
+	initStringInfo(&key);
+
+	/*
+	 * Most carriers are not in the log: a bitmap of two bits per address
+	 * (at least 8 bits an address, small enough to stay in the CPU caches)
+	 * answers most of them without touching the hash table.
+	 */
+	nbits = 1024;
+	while (nbits < (uint64) in->naddrs * 8)
+		nbits *= 2;
+	filter = palloc0(nbits / 8);
+	for (int i = 0; i < in->naddrs; i++)
+	{
+		uint32		h = hash_bytes((const unsigned char *) in->list[i]->addr,
+								   strlen(in->list[i]->addr));
+		uint64		b1 = h & (nbits - 1);
+		uint64		b2 = murmurhash32(h) & (nbits - 1);
+
+		filter[b1 / 8] |= 1 << (b1 % 8);
+		filter[b2 / 8] |= 1 << (b2 % 8);
+	}
+
+	/* what a statement run through SPI now would see */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+	rel = table_open(carriers->relid, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d;
+		text	   *t;
+		const char *p;
+		int			len;
+		bool		plain = true;
+		AddrEntry  *e;
+		uint32		h;
+		uint64		b1,
+					b2;
+
+		if ((++n & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		d = slot_getattr(slot, email.attnum, &isnull);
+		if (isnull)
+			continue;
+		t = (text *) PG_DETOAST_DATUM_PACKED(d);
+		p = VARDATA_ANY(t);
+		len = (int) VARSIZE_ANY_EXHDR(t);
+		while (len > 0 && *p == ' ')
+			p++, len--;
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (len == 0)
+			continue;
+		for (int i = 0; i < len; i++)
+		{
+			unsigned char c = (unsigned char) p[i];
+
+			if (c >= 0x80 || (c >= 'A' && c <= 'Z'))
+			{
+				plain = false;
+				break;
+			}
+		}
+		resetStringInfo(&key);
+		if (plain)
+			appendBinaryStringInfo(&key, p, len);
+		else
+		{
+			text	   *orig = cstring_to_text_with_len(p, len);
+			text	   *lowered = DatumGetTextPP(DirectFunctionCall1Coll(lower, email.collation,
+																		 PointerGetDatum(orig)));
+
+			appendBinaryStringInfo(&key, VARDATA_ANY(lowered), (int) VARSIZE_ANY_EXHDR(lowered));
+			pfree(orig);
+			pfree(lowered);
+		}
+		if ((Pointer) t != DatumGetPointer(d))
+			pfree(t);
+		h = hash_bytes((const unsigned char *) key.data, key.len);
+		b1 = h & (nbits - 1);
+		b2 = murmurhash32(h) & (nbits - 1);
+		if ((filter[b1 / 8] & (1 << (b1 % 8))) == 0 ||
+			(filter[b2 / 8] & (1 << (b2 % 8))) == 0)
+			continue;
+		e = addrtab_lookup_hash(in->addrs, key.data, h);
+		if (e == NULL)
+			continue;
+
+		/* a carrier of an address of the log */
+		e->agg->in_carriers = true;
+		d = slot_getattr(slot, mx.attnum, &isnull);
+		if (!isnull)
+		{
+			text	   *m = DatumGetTextPP(d);
+
+			/* max(mx) in the column's collation */
+			if (e->agg->mx == NULL ||
+				varstr_cmp(VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m), e->agg->mx,
+						   strlen(e->agg->mx), mx.collation) > 0)
+				e->agg->mx = Intern(in, VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m));
+		}
+		d = slot_getattr(slot, result.attnum, &isnull);
+		if (isnull)
+			e->agg->to_bounce = true;
+		else
+		{
+			text	   *r = DatumGetTextPP(d);
+
+			if (VARSIZE_ANY_EXHDR(r) != strlen("hard_bounced") ||
+				memcmp(VARDATA_ANY(r), "hard_bounced", strlen("hard_bounced")) != 0)
+				e->agg->to_bounce = true;
+		}
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
+	pfree(key.data);
+	pfree(filter);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Applies the aggregates: pending deferrals and expiries, which addresses
+ * are carriers, one pw.deliveries row per address (updated, or inserted
+ * when new: ingests are serialized on pw.deliveries), the outcomes per day
+ * and operator, hard bounces written back and suppressed.  The daily
+ * outcomes are attributed to the profile pw.maillogs maps the log to
+ * ("given" as passed, or its canonical path), '' if none.
+ */
+static void
+ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
+			const char *given, const char *canon)
 {
 	StringInfoData sql;
-	char	   *norm;
 	char	   *profile;
 	Oid			log_types[2] = {TEXTOID, TEXTOID};
 	Datum		log_values[2];
+	AddrAgg   **sorted;
+	AddrAgg   **bounced_list;	/* the addresses that bounced, sorted */
+	int			nbounced = 0;
+	MemoryContext old;
 
-	/* recipients deferred and not yet finished, per queue id */
-	Exec("INSERT INTO pw.maillog_pending AS p (queue_id, email, deferred_at, dsn, reason, source)"
-		 " SELECT DISTINCT ON (queue_id, addr) queue_id, addr, logged_at, dsn, reason, source"
-		 "   FROM pg_temp.pw_maillog_batch"
-		 "  WHERE kind = 'deferred' AND addr IS NOT NULL AND queue_id IS NOT NULL"
-		 "  ORDER BY queue_id, addr, logged_at DESC"
-		 " ON CONFLICT (queue_id, email) DO UPDATE SET"
-		 "  deferred_at = EXCLUDED.deferred_at, dsn = EXCLUDED.dsn,"
-		 "  reason = EXCLUDED.reason, source = EXCLUDED.source"
-		 "  WHERE EXCLUDED.deferred_at >= p.deferred_at",
-		 0, NULL, NULL, SPI_OK_INSERT);
-	Exec("DELETE FROM pw.maillog_pending p USING pg_temp.pw_maillog_batch b"
-		 " WHERE b.queue_id = p.queue_id AND b.addr = p.email"
-		 "   AND b.kind IN ('sent', 'bounced') AND b.logged_at >= p.deferred_at",
-		 0, NULL, NULL, SPI_OK_DELETE);
+	Phase(in, "read");
+	ApplyPending(in);
+	Phase(in, "pending deferrals");
 
-	/* a message expired: every recipient still pending bounces */
-	counts->expired = (int64) Exec("SELECT 1 FROM pg_temp.pw_maillog_batch WHERE kind = 'expired'",
-								   0, NULL, NULL, SPI_OK_SELECT);
-	Exec("WITH x AS (SELECT queue_id, logged_at, source FROM pg_temp.pw_maillog_batch"
-		 "            WHERE kind = 'expired' AND queue_id IS NOT NULL),"
-		 " gone AS (DELETE FROM pw.maillog_pending p USING x"
-		 "           WHERE p.queue_id = x.queue_id AND p.deferred_at <= x.logged_at"
-		 "             AND p.deferred_at > x.logged_at - interval '" PENDING_WINDOW "'"
-		 "          RETURNING p.queue_id, p.email, p.dsn, p.reason, x.logged_at, x.source)"
-		 " INSERT INTO pg_temp.pw_maillog_batch (source, logged_at, queue_id, addr, dsn, kind, reason)"
-		 " SELECT DISTINCT ON (queue_id, email) source, logged_at, queue_id, email, dsn, 'bounced',"
-		 "        'expired in queue' || coalesce(' after: ' || reason, '')"
-		 "   FROM gone ORDER BY queue_id, email, logged_at",
-		 0, NULL, NULL, SPI_OK_INSERT);
-
-	/* forget deferrals too old for any expiry line to come */
-	Exec("DELETE FROM pw.maillog_pending"
-		 " WHERE deferred_at < (SELECT max(logged_at) FROM pg_temp.pw_maillog_batch)"
-		 "                     - interval '" PENDING_WINDOW "'",
-		 0, NULL, NULL, SPI_OK_DELETE);
-
-	Exec("SELECT count(*) FILTER (WHERE kind = 'sent'), count(*) FILTER (WHERE kind = 'deferred'),"
-		 "       count(*) FILTER (WHERE kind = 'bounced')"
-		 "  FROM pg_temp.pw_maillog_batch WHERE addr IS NOT NULL",
-		 0, NULL, NULL, SPI_OK_SELECT);
-	{
-		bool		isnull;
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-
-		counts->sent = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		counts->deferred = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		counts->bounced = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-	}
-
-	/*
-	 * One statement: which addresses are carriers (and their operator now),
-	 * what the log said about each address, carrier or not (known addresses
-	 * updated, new ones plainly inserted: ingests are serialized on
-	 * pw.deliveries), and the outcomes per day and operator.  Returns the
-	 * number of addresses that are not carriers.
-	 */
 	/*
 	 * The profile is looked up once: pw.maillog_profile() is security
-	 * definer, so calling it per staged row costs seconds on a big log.
+	 * definer.
 	 */
 	log_values[0] = CStringGetTextDatum(given);
 	log_values[1] = CStringGetTextDatum(canon);
@@ -348,108 +1498,252 @@ ApplyBatch(PwCarriers *carriers, IngestCounts *counts, const char *given,
 
 		profile = isnull ? pstrdup("") : TextDatumGetCString(d);
 	}
-
-	norm = psprintf("lower(btrim(c.%s))", carriers->email_col);
 	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "INSERT INTO pg_temp.pw_maillog_addr (addr, in_carriers, mx)"
-					 " SELECT x.addr, bool_or(c.%s IS NOT NULL), max(c.%s)"
-					 "   FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch"
-					 "          WHERE addr IS NOT NULL AND kind IN ('sent', 'deferred', 'bounced')"
-					 "          ORDER BY addr) x"
-					 "   LEFT JOIN %s c ON %s = x.addr"
-					 "  GROUP BY x.addr",
-					 carriers->email_col, carriers->mx_col, carriers->relation, norm);
-	ExecProbingCarriers(sql.data, SPI_OK_INSERT);
-	Exec("ANALYZE pg_temp.pw_maillog_addr", 0, NULL, NULL, SPI_OK_UTILITY);
-	resetStringInfo(&sql);
-	appendStringInfoString(&sql,
-					 "WITH a AS (SELECT addr, in_carriers, mx FROM pg_temp.pw_maillog_addr),"
-					 " g AS MATERIALIZED ("
-					 "   SELECT g.*, lb.dsn AS bounce_dsn, lb.reason AS bounce_reason, a.in_carriers, a.mx"
-					 "     FROM (SELECT b.addr,"
-					 "             min(b.logged_at) FILTER (WHERE b.kind = 'sent') AS first_sent_at,"
-					 "             max(b.logged_at) FILTER (WHERE b.kind = 'sent') AS last_sent_at,"
-					 "             count(*) FILTER (WHERE b.kind = 'sent') AS sent_count,"
-					 "             max(b.logged_at) FILTER (WHERE b.kind = 'deferred') AS last_deferred_at,"
-					 "             count(*) FILTER (WHERE b.kind = 'deferred') AS deferred_count,"
-					 "             max(b.logged_at) FILTER (WHERE b.kind = 'bounced') AS bounced_at,"
-					 "             count(*) FILTER (WHERE b.kind = 'bounced') AS bounce_count,"
-					 "             max(b.source) AS source"
-					 "             FROM pg_temp.pw_maillog_batch b"
-					 "            WHERE b.kind IN ('sent', 'deferred', 'bounced') AND b.addr IS NOT NULL"
-					 "            GROUP BY b.addr) g"
-					 "     JOIN a ON a.addr = g.addr"
-					 "     LEFT JOIN (SELECT DISTINCT ON (addr) addr, dsn, reason"
-					 "                  FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced'"
-					 "                 ORDER BY addr, logged_at DESC) lb ON lb.addr = g.addr),"
-					 " u AS ("
-					 "   UPDATE pw.deliveries d SET"
-					 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
-					 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
-					 "     sent_count = d.sent_count + s.sent_count,"
-					 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
-					 "     deferred_count = d.deferred_count + s.deferred_count,"
-					 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
-					 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-					 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
-					 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
-					 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-					 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
-					 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
-					 "     bounce_count = d.bounce_count + s.bounce_count,"
-					 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
-					 "    FROM g s WHERE d.email = s.addr"
-					 "   RETURNING d.email),"
-					 " i AS ("
-					 "   INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-					 "     last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-					 "     bounce_reason, source, in_carriers, mx_provider)"
-					 "   SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-					 "     s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-					 "     s.source, s.in_carriers, s.mx"
-					 "     FROM g s WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.email = s.addr)"
-					 "    ORDER BY s.addr),"
-					 " m AS ("
-					 "   INSERT INTO pw.maillog_daily AS m (day, mx_provider, profile, sent, deferred, bounced)"
-					 "   SELECT b.logged_at::date,"
-					 "     CASE WHEN a.in_carriers THEN coalesce(a.mx, '(untagged)') ELSE '(not a carrier)' END,"
-					 "     $1,"
-					 "     count(*) FILTER (WHERE b.kind = 'sent'), count(*) FILTER (WHERE b.kind = 'deferred'),"
-					 "     count(*) FILTER (WHERE b.kind = 'bounced')"
-					 "     FROM pg_temp.pw_maillog_batch b JOIN a ON a.addr = b.addr"
-					 "    WHERE b.kind IN ('sent', 'deferred', 'bounced')"
-					 "    GROUP BY 1, 2, 3"
-					 "   ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
-					 "     sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
-					 "     bounced = m.bounced + EXCLUDED.bounced)"
-					 " SELECT count(*) FILTER (WHERE NOT in_carriers) FROM a");
-	log_values[0] = CStringGetTextDatum(profile);
-	Exec(sql.data, 1, log_types, log_values, SPI_OK_SELECT);
-	counts->unknown = FirstInt8();
+	if (in->naddrs == 0)
+		return;
+
+	old = MemoryContextSwitchTo(in->cxt);
+	sorted = SortAddresses(in);
+	MemoryContextSwitchTo(old);
+	Phase(in, "addresses sorted");
+
+	/*
+	 * Which addresses are carriers: by probing the index once per address,
+	 * or, for many addresses (or without the index), by one scan of the
+	 * carriers.
+	 */
+	{
+		bool		have_index = HaveWritebackIndex(carriers);
+		double		reltuples = 0;
+		bool		scanned = false;
+
+		if (have_index)
+		{
+			Relation	rel = table_open(carriers->relid, AccessShareLock);
+
+			reltuples = rel->rd_rel->reltuples;
+			if (reltuples < 0)
+				reltuples = (double) RelationGetNumberOfBlocks(rel) * 100;
+			table_close(rel, NoLock);
+		}
+		if (!have_index || (double) in->naddrs * SCAN_RATIO > reltuples)
+			scanned = ScanCarriers(in, carriers);
+		if (!scanned)
+			MatchCarriers(in, sorted, carriers, have_index);
+		Phase(in, scanned ? "carriers matched by a scan" : "carriers matched by index probes");
+	}
+
+	/* what the log said about each address, carrier or not */
+	old = MemoryContextSwitchTo(in->cxt);
+	{
+		const char *names[13] = {"addr", "first_sent_at", "last_sent_at", "sent_count",
+			"last_deferred_at", "deferred_count", "bounced_at", "bounce_count", "bounce_dsn",
+		"bounce_reason", "source", "in_carriers", "mx"};
+		Oid			types[13] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID,
+			TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
+		BOOLOID, TEXTOID};
+		Batch		rows;
+		Datum		values[13];
+		bool		nulls[13];
+
+		BatchInit(&rows, "pw_ingest_addresses", 13, names, types);
+		bounced_list = palloc(in->naddrs * sizeof(AddrAgg *));
+		for (int i = 0; i < in->naddrs; i++)
+		{
+			AddrAgg    *a = sorted[i];
+
+			if (a->bounce_count > 0)
+				bounced_list[nbounced++] = a;
+
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = PointerGetDatum(cstring_to_text(a->addr));
+			values[1] = TimestampTzGetDatum(a->first_sent_at);
+			nulls[1] = a->sent_count == 0;
+			values[2] = TimestampTzGetDatum(a->last_sent_at);
+			nulls[2] = a->sent_count == 0;
+			values[3] = Int64GetDatum(a->sent_count);
+			values[4] = TimestampTzGetDatum(a->last_deferred_at);
+			nulls[4] = a->deferred_count == 0;
+			values[5] = Int64GetDatum(a->deferred_count);
+			values[6] = TimestampTzGetDatum(a->bounced_at);
+			nulls[6] = a->bounce_count == 0;
+			values[7] = Int64GetDatum(a->bounce_count);
+			nulls[8] = a->bounce_dsn == NULL;
+			values[8] = nulls[8] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_dsn));
+			nulls[9] = a->bounce_reason == NULL;
+			values[9] = nulls[9] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_reason));
+			values[10] = PointerGetDatum(cstring_to_text(in->sources[a->source]));
+			values[11] = BoolGetDatum(a->in_carriers);
+			nulls[12] = a->mx == NULL;
+			values[12] = nulls[12] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->mx));
+			BatchAdd(&rows, values, nulls);
+			for (int k = 0; k < 13; k++)
+				if (!nulls[k] && (k == 0 || k == 8 || k == 9 || k == 10 || k == 12))
+					pfree(DatumGetPointer(values[k]));
+			if (!a->in_carriers)
+				counts->unknown++;
+		}
+		MemoryContextSwitchTo(old);
+		BatchRegister(&rows);
+		Exec("WITH u AS ("
+			 "   UPDATE pw.deliveries d SET"
+			 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
+			 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
+			 "     sent_count = d.sent_count + s.sent_count,"
+			 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
+			 "     deferred_count = d.deferred_count + s.deferred_count,"
+			 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
+			 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
+			 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
+			 "     bounce_count = d.bounce_count + s.bounce_count,"
+			 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
+			 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
+			 "   RETURNING 1)"
+			 " SELECT count(*) FROM u",
+			 0, NULL, NULL, SPI_OK_SELECT);
+
+		/* the new addresses (none when every one was updated) */
+		if (FirstInt8() < rows.n)
+			Exec("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
+				 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+				 "   bounce_reason, source, in_carriers, mx_provider)"
+				 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+				 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+				 "   s.source, s.in_carriers, s.mx"
+				 "   FROM pw_ingest_addresses s"
+				 "  WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)",
+				 0, NULL, NULL, SPI_OK_INSERT);
+		BatchDrop(&rows);
+	}
+
+	Phase(in, "deliveries");
+
+	/* the outcomes per day and operator */
+	old = MemoryContextSwitchTo(in->cxt);
+	{
+		dailytab_hash *daily = dailytab_create(in->cxt, 256, NULL);
+		const char *not_carrier = Intern(in, "(not a carrier)", strlen("(not a carrier)"));
+		const char *untagged = Intern(in, "(untagged)", strlen("(untagged)"));
+		dailytab_iterator it;
+		DailyEntry *e;
+		Column		c[5];
+		Column	   *cols[5];
+		Oid			types[5] = {DATEOID, TEXTOID, INT8OID, INT8OID, INT8OID};
+		char	   *sqltext;
+
+		for (int i = 0; i < in->naddrs; i++)
+		{
+			AddrAgg    *a = in->list[i];
+			const char *op = !a->in_carriers ? not_carrier :
+				a->mx != NULL ? a->mx : untagged;
+
+			for (DayCount *dc = a->days; dc != NULL; dc = dc->next)
+			{
+				DailyKey	key = {dc->day, op};
+				bool		found;
+
+				e = dailytab_insert(daily, key, &found);
+				if (!found)
+					e->sent = e->deferred = e->bounced = 0;
+				e->sent += dc->sent;
+				e->deferred += dc->deferred;
+				e->bounced += dc->bounced;
+			}
+		}
+		for (int k = 0; k < 5; k++)
+		{
+			ColumnInit(&c[k], types[k]);
+			cols[k] = &c[k];
+		}
+		dailytab_start_iterate(daily, &it);
+		while ((e = dailytab_iterate(daily, &it)) != NULL)
+		{
+			ColumnAdd(&c[0], DateADTGetDatum(e->key.day), false);
+			ColumnAddCString(&c[1], e->key.op);
+			ColumnAdd(&c[2], Int64GetDatum(e->sent), false);
+			ColumnAdd(&c[3], Int64GetDatum(e->deferred), false);
+			ColumnAdd(&c[4], Int64GetDatum(e->bounced), false);
+		}
+		MemoryContextSwitchTo(old);
+		sqltext = psprintf("INSERT INTO pw.maillog_daily AS m (day, mx_provider, profile, sent, deferred, bounced)"
+						   " SELECT day, op, %s, sent, deferred, bounced"
+						   "   FROM unnest($1, $2, $3, $4, $5) AS x(day, op, sent, deferred, bounced)"
+						   " ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
+						   "   sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
+						   "   bounced = m.bounced + EXCLUDED.bounced",
+						   quote_literal_cstr(profile));
+		ExecColumns(sqltext, cols, 5, SPI_OK_INSERT, false);
+	}
+
+	Phase(in, "daily outcomes");
 
 	/* hard bounces: every carrier with the address, whatever its result */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "UPDATE %s c SET %s = 'hard_bounced'"
-					 "  FROM (SELECT DISTINCT addr FROM pg_temp.pw_maillog_batch WHERE kind = 'bounced') b"
-					 " WHERE %s = b.addr AND c.%s IS DISTINCT FROM 'hard_bounced'",
-					 carriers->relation, carriers->result_col, norm, carriers->result_col);
-	counts->carriers_bounced = (int64) ExecProbingCarriers(sql.data, SPI_OK_UPDATE);
+	old = MemoryContextSwitchTo(in->cxt);
+	{
+		Column		bounced;
+		Column	   *cols[1] = {&bounced};
+
+		ColumnInit(&bounced, TEXTOID);
+		for (int i = 0; i < nbounced; i++)
+			if (bounced_list[i]->to_bounce)
+				ColumnAddCString(&bounced, bounced_list[i]->addr);
+		MemoryContextSwitchTo(old);
+		if (bounced.n > 0)
+		{
+			initStringInfo(&sql);
+			appendStringInfo(&sql,
+							 "UPDATE %s c SET %s = 'hard_bounced'"
+							 "  FROM unnest($1) AS b(addr)"
+							 " WHERE lower(btrim(c.%s)) = b.addr AND c.%s IS DISTINCT FROM 'hard_bounced'",
+							 carriers->relation, carriers->result_col, carriers->email_col,
+							 carriers->result_col);
+			counts->carriers_bounced = (int64)
+				ExecColumns(sql.data, cols, 1, SPI_OK_UPDATE, HaveWritebackIndex(carriers));
+		}
+	}
+
+	Phase(in, "hard bounces written back");
 
 	/* and the suppression list (the first bounce's reason is kept) */
-	counts->suppressed = (int64)
-		Exec("INSERT INTO pw.suppressions (email, reason, source, created_at)"
-			 " SELECT DISTINCT ON (addr) addr,"
-			 "        'hard bounce' || coalesce(' ' || dsn, '') || coalesce(': ' || reason, ''),"
-			 "        source, logged_at"
-			 "   FROM pg_temp.pw_maillog_batch"
-			 "  WHERE kind = 'bounced' AND addr LIKE '%_@_%'"
-			 "  ORDER BY addr, logged_at"
-			 " ON CONFLICT (email) DO NOTHING",
-			 0, NULL, NULL, SPI_OK_INSERT);
-	pfree(sql.data);
+	old = MemoryContextSwitchTo(in->cxt);
+	{
+		Column		c[5];
+		Column	   *cols[5];
+		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+		for (int k = 0; k < 5; k++)
+		{
+			ColumnInit(&c[k], types[k]);
+			cols[k] = &c[k];
+		}
+		for (int i = 0; i < nbounced; i++)
+		{
+			AddrAgg    *a = bounced_list[i];
+
+			ColumnAddCString(&c[0], a->addr);
+			ColumnAddCString(&c[1], a->first_dsn);
+			ColumnAddCString(&c[2], a->first_reason);
+			ColumnAddCString(&c[3], in->sources[a->first_source]);
+			ColumnAdd(&c[4], TimestampTzGetDatum(a->first_bounced_at), false);
+		}
+		MemoryContextSwitchTo(old);
+		if (c[0].n > 0)
+			counts->suppressed = (int64)
+				ExecColumns("INSERT INTO pw.suppressions (email, reason, source, created_at)"
+							" SELECT addr, 'hard bounce' || coalesce(' ' || dsn, '') || coalesce(': ' || reason, ''),"
+							"        source, logged_at"
+							"   FROM unnest($1, $2, $3, $4, $5) AS b(addr, dsn, reason, source, logged_at)"
+							"  WHERE addr LIKE '%_@_%'"
+							"    AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
+							"                     WHERE s.email = pw.normalize_email(b.addr))"
+							" ON CONFLICT (email) DO NOTHING",
+							cols, 5, SPI_OK_INSERT, false);
+	}
+	Phase(in, "suppressions");
 }
 
 /*
@@ -481,24 +1775,20 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	int			nsegs = 0;
 	MemoryContext callerctx = CurrentMemoryContext;
 	int			nestlevel;
+	Ingest		in;
+	instr_time	t_start,
+				t_read,
+				t_end;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(&counts, 0, sizeof(counts));
+	INSTR_TIME_SET_CURRENT(t_start);
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
-
-	/*
-	 * The staged rows are scanned several times: keep them in memory when
-	 * this session has not used temporary tables yet (temp_buffers can only
-	 * change before; the buffers are allocated as they fill).
-	 */
-	if (NLocBuffer == 0)
-		(void) set_config_option("temp_buffers", "128MB", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	CheckReadPrivilege();
 	PwCarriersLoad(&carriers);
-	PrepareStaging();
 
 	/* the file's state, locked against concurrent ingestion of it */
 	args[0] = CStringGetTextDatum(canon);
@@ -565,11 +1855,13 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		segs[nsegs++] = (Segment) {canon, 0, (uint64) sb.st_dev, (uint64) sb.st_ino};
 	}
 
+	IngestInit(&in, &counts);
 	for (int i = 0; i < nsegs; i++)
-		StageSegment(&segs[i], &counts);
-	Exec("ANALYZE pg_temp.pw_maillog_batch", 0, NULL, NULL, SPI_OK_UTILITY);
+		ReadSegment(&in, &segs[i], &counts);
+	INSTR_TIME_SET_CURRENT(t_read);
 
-	ApplyBatch(&carriers, &counts, text_to_cstring(PG_GETARG_TEXT_PP(0)), canon);
+	ApplyIngest(&in, &carriers, &counts, text_to_cstring(PG_GETARG_TEXT_PP(0)), canon);
+	MemoryContextDelete(in.cxt);
 
 	/* what the file holds before the new offset, to recognise it next time */
 	new_tail = ReadTail(canon, counts.end_offset, (uint64) sb.st_dev, (uint64) sb.st_ino);
@@ -590,6 +1882,14 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		elog(ERROR, "pw.ingest_maillog: could not update pw.maillog_files");
 	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
+	INSTR_TIME_SET_CURRENT(t_end);
+	INSTR_TIME_SUBTRACT(t_end, t_read);
+	INSTR_TIME_SUBTRACT(t_read, t_start);
+	ereport(DEBUG1,
+			(errmsg_internal("ingest_maillog %s: " INT64_FORMAT " lines, " INT64_FORMAT
+							 " events, read in %.0f ms, applied in %.0f ms",
+							 canon, counts.lines, counts.events,
+							 INSTR_TIME_GET_MILLISEC(t_read), INSTR_TIME_GET_MILLISEC(t_end))));
 
 	MemoryContextSwitchTo(callerctx);
 	values[0] = Int32GetDatum(counts.files);

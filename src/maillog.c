@@ -280,17 +280,22 @@ SetText(Datum *values, bool *nulls, int i, const MaillogField *f)
 	nulls[i] = false;
 }
 
-/* Turns one parsed event line into a row; false when its time is invalid. */
-static bool
-EmitRow(Tuplestorestate *ts, TupleDesc desc, TimeConv *conv,
-		const MaillogRecord *rec, int64 line_offset)
+/* What pw.read_maillog() puts its rows into. */
+typedef struct RowSink
 {
+	Tuplestorestate *ts;
+	TupleDesc	desc;
+	MemoryContext rowctx;
+} RowSink;
+
+/* Turns one parsed event line into a row of pw.read_maillog(). */
+static void
+EmitRow(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_offset)
+{
+	RowSink    *sink = (RowSink *) arg;
 	Datum		values[READ_MAILLOG_COLS];
 	bool		nulls[READ_MAILLOG_COLS];
-	TimestampTz when;
-
-	if (!MaillogTimestamp(conv, &rec->ts, &when))
-		return false;
+	MemoryContext old = MemoryContextSwitchTo(sink->rowctx);
 
 	values[0] = Int64GetDatum(line_offset);
 	nulls[0] = false;
@@ -309,17 +314,18 @@ EmitRow(Tuplestorestate *ts, TupleDesc desc, TimeConv *conv,
 	SetText(values, nulls, 10, &rec->dsn);
 	SetText(values, nulls, 11, &rec->status);
 	SetText(values, nulls, 12, &rec->reason);
-	tuplestore_putvalues(ts, desc, values, nulls);
-	return true;
+	tuplestore_putvalues(sink->ts, sink->desc, values, nulls);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(sink->rowctx);
 }
 
-/* Parses one complete line and counts it. */
+/* Parses one complete line, counts it and hands an event to the sink. */
 static void
 HandleLine(const char *line, size_t len, int64 offset, MaillogReadStats *st,
-		   Tuplestorestate *ts, TupleDesc desc, TimeConv *conv,
-		   MemoryContext rowctx)
+		   TimeConv *conv, MaillogEventSink sink, void *arg)
 {
 	MaillogRecord rec;
+	TimestampTz when;
 
 	st->lines++;
 	if (len > 0 && line[len - 1] == '\r')
@@ -333,35 +339,28 @@ HandleLine(const char *line, size_t len, int64 offset, MaillogReadStats *st,
 			st->other++;
 			break;
 		case MAILLOG_EVENT:
+			/* every field is a slice of the line, split at ASCII bytes */
+			if (!pg_verifymbstr(line, (int) len, true) ||
+				!MaillogTimestamp(conv, &rec.ts, &when))
 			{
-				MemoryContext old;
-
-				/* every field is a slice of the line, split at ASCII bytes */
-				if (!pg_verifymbstr(line, (int) len, true))
-				{
-					st->unparsed++;
-					break;
-				}
-				old = MemoryContextSwitchTo(rowctx);
-				if (EmitRow(ts, desc, conv, &rec, offset))
-					st->events++;
-				else
-					st->unparsed++;
-				MemoryContextSwitchTo(old);
-				MemoryContextReset(rowctx);
+				st->unparsed++;
+				break;
 			}
+			sink(arg, &rec, when, offset);
+			st->events++;
 			break;
 	}
 }
 
 /*
- * Reads the complete lines of a (canonical) path from start_offset on into
- * a tuplestore and fills *st.  A final line without a newline is left for a
- * later read; a line longer than MAILLOG_MAX_LINE is skipped and counted.
+ * Reads the complete lines of a (canonical) path from start_offset on,
+ * hands every event line to sink and fills *st.  A final line without a
+ * newline is left for a later read; a line longer than MAILLOG_MAX_LINE is
+ * skipped and counted.
  */
 static void
-MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
-			TupleDesc desc, MaillogReadStats *st)
+MaillogRead(const char *canon, int64 start_offset, MaillogEventSink sink,
+			void *arg, MaillogReadStats *st)
 {
 	int			fd;
 	struct stat sb;
@@ -370,7 +369,6 @@ MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
 	int64		buf_offset;		/* file offset of buf[0] */
 	bool		skipping = false;	/* inside an over-long line */
 	TimeConv	conv;
-	MemoryContext rowctx;
 
 	memset(st, 0, sizeof(*st));
 	st->start_offset = start_offset;
@@ -389,8 +387,6 @@ MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
 				 errmsg("could not seek in mail log \"%s\": %m", canon)));
 
 	TimeConvInit(&conv);
-	rowctx = AllocSetContextCreate(CurrentMemoryContext, "read_maillog row",
-								   ALLOCSET_SMALL_SIZES);
 	buf = palloc(MAILLOG_READ_SIZE + MAILLOG_MAX_LINE);
 	buf_offset = start_offset;
 
@@ -433,8 +429,8 @@ MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
 				st->overlong++;
 			}
 			else
-				HandleLine(buf + pos, len, buf_offset + (int64) pos, st, ts, desc,
-						   &conv, rowctx);
+				HandleLine(buf + pos, len, buf_offset + (int64) pos, st, &conv,
+						   sink, arg);
 			pos += len + 1;
 			st->end_offset = buf_offset + (int64) pos;
 		}
@@ -460,7 +456,6 @@ MaillogRead(const char *canon, int64 start_offset, Tuplestorestate *ts,
 				(errcode_for_file_access(),
 				 errmsg("could not close mail log \"%s\": %m", canon)));
 	pfree(buf);
-	MemoryContextDelete(rowctx);
 }
 
 /* Remembers a read's stats for pw.maillog_last_read(). */
@@ -475,6 +470,19 @@ RememberRead(const char *canon, const MaillogReadStats *st)
 }
 
 /*
+ * Reads a (canonical) path from start_offset on like pw.read_maillog(),
+ * handing each event line to sink instead of returning rows; the stats are
+ * also what pw.maillog_last_read() shows next.
+ */
+void
+MaillogReadEvents(const char *canon, int64 start_offset, MaillogEventSink sink,
+				  void *arg, MaillogReadStats *st)
+{
+	MaillogRead(canon, start_offset, sink, arg, st);
+	RememberRead(canon, st);
+}
+
+/*
  * pw.read_maillog(path text, start_offset bigint DEFAULT 0): one row per
  * delivery-status line and per qmgr expiry line of a Postfix log.
  */
@@ -486,6 +494,7 @@ pw_read_maillog(PG_FUNCTION_ARGS)
 	char	   *canon;
 	int64		start_offset = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
 	MaillogReadStats st;
+	RowSink		sink;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -499,8 +508,12 @@ pw_read_maillog(PG_FUNCTION_ARGS)
 	canon = MaillogResolvePath(path);
 
 	InitMaterializedSRF(fcinfo, 0);
-	MaillogRead(canon, start_offset, rsinfo->setResult, rsinfo->setDesc, &st);
-	RememberRead(canon, &st);
+	sink.ts = rsinfo->setResult;
+	sink.desc = rsinfo->setDesc;
+	sink.rowctx = AllocSetContextCreate(CurrentMemoryContext, "read_maillog row",
+										ALLOCSET_SMALL_SIZES);
+	MaillogReadEvents(canon, start_offset, EmitRow, &sink, &st);
+	MemoryContextDelete(sink.rowctx);
 	ereport(DEBUG1,
 			(errmsg_internal("read_maillog %s: " INT64_FORMAT " lines, " INT64_FORMAT
 							 " events, " INT64_FORMAT " unparsed, " INT64_FORMAT " overlong",

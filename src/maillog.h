@@ -13,6 +13,9 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+#include "maillog_parse.h"
+
 /* What one read of a mail log saw. */
 typedef struct MaillogReadStats
 {
@@ -31,8 +34,15 @@ typedef struct MaillogReadStats
 /* Longest line read; longer ones are skipped and counted. */
 #define MAILLOG_MAX_LINE (64 * 1024)
 
+/* Called with every event line read, its time and its byte offset. */
+typedef void (*MaillogEventSink) (void *arg, const MaillogRecord *rec,
+								  TimestampTz when, int64 line_offset);
+
 extern char *MaillogResolvePath(const char *path);
 extern int	MaillogOpen(const char *canon, struct stat *sb);
 extern const MaillogReadStats *MaillogLastRead(void);
+extern void MaillogReadEvents(const char *canon, int64 start_offset,
+							  MaillogEventSink sink, void *arg,
+							  MaillogReadStats *st);
 
 #endif							/* PW_MAILLOG_H */

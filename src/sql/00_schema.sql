@@ -199,9 +199,12 @@ BEGIN
 END
 $$;
 
+-- Only fired when there is something to normalise (the ingest inserts
+-- normalised addresses by the thousand).
 CREATE TRIGGER suppressions_normalize
     BEFORE INSERT OR UPDATE OF email ON pw.suppressions
-    FOR EACH ROW EXECUTE FUNCTION pw.suppressions_normalize();
+    FOR EACH ROW WHEN (NEW.email IS DISTINCT FROM pw.normalize_email(NEW.email))
+    EXECUTE FUNCTION pw.suppressions_normalize();
 
 -- ---------------------------------------------------------------------------
 -- The carriers contract: which relation and columns the extension works on
