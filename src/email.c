@@ -17,6 +17,7 @@
 
 #include "catalog/pg_collation.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/formatting.h"
 
@@ -25,14 +26,23 @@
 PG_FUNCTION_INFO_V1(pw_normalize_email);
 PG_FUNCTION_INFO_V1(pw_email_domain);
 
+/* Whether len bytes are their own lower() in any collation (ASCII, no capitals). */
+static bool
+EmailIsLower(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (IS_HIGHBIT_SET(s[i]) || (s[i] >= 'A' && s[i] <= 'Z'))
+			return false;
+	return true;
+}
+
 /* lower() of len bytes under a collation, palloc'd and NUL-terminated. */
 static char *
 EmailLower(const char *s, size_t len, Oid collid)
 {
-	for (size_t i = 0; i < len; i++)
-		if (IS_HIGHBIT_SET(s[i]) || (s[i] >= 'A' && s[i] <= 'Z'))
-			return str_tolower(s, len, OidIsValid(collid) ? collid : DEFAULT_COLLATION_OID);
-	return pnstrdup(s, len);
+	if (EmailIsLower(s, len))
+		return pnstrdup(s, len);
+	return str_tolower(s, len, OidIsValid(collid) ? collid : DEFAULT_COLLATION_OID);
 }
 
 /* Narrows [*start, *end) by btrim()'s default: spaces only. */
@@ -54,6 +64,32 @@ PwNormalizeEmail(const char *email, size_t len, Oid collid)
 
 	EmailTrimSpaces(&start, &end);
 	return EmailLower(start, end - start, collid);
+}
+
+/*
+ * lower(btrim(email)) of len bytes into buf (reset first); false when it is
+ * empty.  Allocates nothing for plain ASCII without capitals, for loops over
+ * many addresses.
+ */
+bool
+PwNormalizeEmailInto(StringInfo buf, const char *email, size_t len, Oid collid)
+{
+	const char *start = email;
+	const char *end = email + len;
+
+	EmailTrimSpaces(&start, &end);
+	resetStringInfo(buf);
+	if (EmailIsLower(start, end - start))
+		appendBinaryStringInfo(buf, start, end - start);
+	else
+	{
+		char	   *lowered = str_tolower(start, end - start,
+										  OidIsValid(collid) ? collid : DEFAULT_COLLATION_OID);
+
+		appendStringInfoString(buf, lowered);
+		pfree(lowered);
+	}
+	return buf->len > 0;
 }
 
 /*

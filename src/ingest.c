@@ -649,44 +649,10 @@ NormAddress(Ingest *in, const MaillogRecord *rec)
 {
 	const MaillogField *f = rec->orig_recipient.ptr != NULL && rec->orig_recipient.len > 0 ?
 		&rec->orig_recipient : &rec->recipient;
-	const char *p = f->ptr;
-	size_t		len = f->len;
-	bool		plain = true;
 
-	if (p == NULL)
+	if (f->ptr == NULL ||
+		!PwNormalizeEmailInto(&in->scratch, f->ptr, f->len, DEFAULT_COLLATION_OID))
 		return NULL;
-	while (len > 0 && *p == ' ')
-		p++, len--;
-	while (len > 0 && p[len - 1] == ' ')
-		len--;
-	if (len == 0)
-		return NULL;
-	for (size_t i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) p[i];
-
-		if (c >= 0x80 || (c >= 'A' && c <= 'Z'))
-		{
-			plain = false;
-			break;
-		}
-	}
-	resetStringInfo(&in->scratch);
-	if (plain)
-		appendBinaryStringInfo(&in->scratch, p, (int) len);
-	else
-	{
-		text	   *orig = cstring_to_text_with_len(p, (int) len);
-		text	   *lowered = DatumGetTextPP(DirectFunctionCall1Coll(lower, DEFAULT_COLLATION_OID,
-																	 PointerGetDatum(orig)));
-
-		appendBinaryStringInfo(&in->scratch, VARDATA_ANY(lowered),
-							   (int) VARSIZE_ANY_EXHDR(lowered));
-		pfree(orig);
-		pfree(lowered);
-		if (in->scratch.len == 0)
-			return NULL;
-	}
 	return in->scratch.data;
 }
 
@@ -1368,9 +1334,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		bool		isnull;
 		Datum		d;
 		text	   *t;
-		const char *p;
-		int			len;
-		bool		plain = true;
+		bool		nonempty;
 		AddrEntry  *e;
 		uint32		h;
 		uint64		b1,
@@ -1382,39 +1346,12 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		if (isnull)
 			continue;
 		t = (text *) PG_DETOAST_DATUM_PACKED(d);
-		p = VARDATA_ANY(t);
-		len = (int) VARSIZE_ANY_EXHDR(t);
-		while (len > 0 && *p == ' ')
-			p++, len--;
-		while (len > 0 && p[len - 1] == ' ')
-			len--;
-		if (len == 0)
-			continue;
-		for (int i = 0; i < len; i++)
-		{
-			unsigned char c = (unsigned char) p[i];
-
-			if (c >= 0x80 || (c >= 'A' && c <= 'Z'))
-			{
-				plain = false;
-				break;
-			}
-		}
-		resetStringInfo(&key);
-		if (plain)
-			appendBinaryStringInfo(&key, p, len);
-		else
-		{
-			text	   *orig = cstring_to_text_with_len(p, len);
-			text	   *lowered = DatumGetTextPP(DirectFunctionCall1Coll(lower, email.collation,
-																		 PointerGetDatum(orig)));
-
-			appendBinaryStringInfo(&key, VARDATA_ANY(lowered), (int) VARSIZE_ANY_EXHDR(lowered));
-			pfree(orig);
-			pfree(lowered);
-		}
+		nonempty = PwNormalizeEmailInto(&key, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+										email.collation);
 		if ((Pointer) t != DatumGetPointer(d))
 			pfree(t);
+		if (!nonempty)
+			continue;
 		h = hash_bytes((const unsigned char *) key.data, key.len);
 		b1 = h & (nbits - 1);
 		b2 = murmurhash32(h) & (nbits - 1);

@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
+
 /* GUC prefix shared by every module */
 #define PW_GUC_PREFIX "pw_deliverability"
 
@@ -36,6 +38,8 @@ extern void CarriersInit(void);
 
 /* email.c */
 extern char *PwNormalizeEmail(const char *email, size_t len, Oid collid);
+extern bool PwNormalizeEmailInto(StringInfo buf, const char *email, size_t len,
+								 Oid collid);
 extern char *PwEmailDomain(const char *email, size_t len, Oid collid);
 
 /* search_path.c */
