@@ -229,6 +229,16 @@ PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
 static void
 ProcessGone(void)
 {
+	/*
+	 * A shutdown or a termination of this backend that took the process down
+	 * too is reported as such: its signal may arrive just after the process
+	 * is seen gone, so give it a moment.
+	 */
+	CHECK_FOR_INTERRUPTS();
+	ResetLatch(MyLatch);
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200,
+					 PG_WAIT_EXTENSION);
+	CHECK_FOR_INTERRUPTS();
 	ereport(ERROR,
 			(errcode(ERRCODE_SYSTEM_ERROR),
 			 errmsg("the pw_deliverability resolver process exited during a tagging run"),
