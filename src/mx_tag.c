@@ -169,8 +169,8 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 	/*
 	 * The carriers of a new domain are known by their row versions from the
 	 * discovery query: no index probe, no recomputed domain.  A carrier
-	 * changed since then keeps its old version's ctid only if it is still
-	 * untagged, and the next run's first statement tags it.
+	 * updated since then has a new row version that this statement does not
+	 * find; if it is still untagged, the next run's first statement tags it.
 	 */
 	plans->update_tids = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
 												 " FROM unnest($1, $2) AS d(tid, label)"
