@@ -362,6 +362,7 @@ typedef struct PairEntry
 	bool		stored;			/* in pw.maillog_pending before this call */
 	bool		done;			/* sent or bounced in these lines: the latest */
 	TimestampTz done_at;
+	bool		expired;		/* bounced by an expiry in these lines */
 } PairEntry;
 
 /* The hash of a recipient of a message. */
@@ -392,6 +393,26 @@ typedef struct DoneEvent
 	uint32		hash;			/* PairHash(key), taken while the line is hot */
 	TimestampTz at;
 } DoneEvent;
+
+/* A message expired (a qmgr line): the recipients it still had bounce */
+typedef struct ExpiryEvent
+{
+	char	   *qid;
+	TimestampTz at;
+	TimestampTz since;			/* at - PENDING_WINDOW: older deferrals are forgotten */
+	int			source;
+} ExpiryEvent;
+
+/* A recipient bounced by its message's expiry */
+typedef struct ExpiryBounce
+{
+	const char *qid;
+	const char *addr;
+	TimestampTz at;
+	char	   *dsn;			/* of the deferral */
+	char	   *reason;
+	int			source;			/* of the expiry line */
+} ExpiryBounce;
 
 /* The values of one array parameter, collected row by row. */
 typedef struct Column
@@ -490,9 +511,9 @@ typedef struct Ingest
 	int64		ndone;
 	int64		maxdone;
 	/* messages expired */
-	Column		exp_qid,
-				exp_at,
-				exp_source;
+	ExpiryEvent *exps;
+	int64		nexps;
+	int64		maxexps;
 } Ingest;
 
 /* Starts an empty column of element type "type". */
@@ -536,13 +557,6 @@ static void
 ColumnAddCString(Column *col, const char *s)
 {
 	ColumnAddText(col, s, s ? strlen(s) : 0);
-}
-
-/* Appends a field of a parsed line, NULL when absent. */
-static void
-ColumnAddField(Column *col, const MaillogField *f)
-{
-	ColumnAddText(col, f->ptr, f->len);
 }
 
 /* The column as a one-dimensional array datum. */
@@ -787,9 +801,15 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 		in->counts->expired++;
 		if (rec->queue_id.ptr != NULL)
 		{
-			ColumnAddField(&in->exp_qid, &rec->queue_id);
-			ColumnAdd(&in->exp_at, TimestampTzGetDatum(when), false);
-			ColumnAddCString(&in->exp_source, in->sources[in->source]);
+			if (in->nexps == in->maxexps)
+			{
+				in->maxexps *= 2;
+				in->exps = repalloc_huge(in->exps, in->maxexps * sizeof(ExpiryEvent));
+			}
+			in->exps[in->nexps].qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
+			in->exps[in->nexps].at = when;
+			in->exps[in->nexps].source = in->source;
+			in->nexps++;
 		}
 	}
 	else if (kind != KIND_OTHER && addr != NULL)
@@ -818,6 +838,7 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 					e->deferred = false;
 					e->stored = false;
 					e->done = false;
+					e->expired = false;
 				}
 				else
 					pfree((char *) key.qid);
@@ -903,9 +924,8 @@ IngestInit(Ingest *in, IngestCounts *counts)
 	in->pairs = pairtab_create(in->cxt, 1024, NULL);
 	in->maxdone = 1024;
 	in->done = palloc(in->maxdone * sizeof(DoneEvent));
-	ColumnInit(&in->exp_qid, TEXTOID);
-	ColumnInit(&in->exp_at, TIMESTAMPTZOID);
-	ColumnInit(&in->exp_source, TEXTOID);
+	in->maxexps = 64;
+	in->exps = palloc(in->maxexps * sizeof(ExpiryEvent));
 	MemoryContextSwitchTo(old);
 }
 
@@ -932,6 +952,62 @@ ReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts)
 	counts->end_offset = st.end_offset;
 }
 
+/* qsort order of ExpiryEvents: by queue id, then time. */
+static int
+ExpiryEventCmp(const void *a, const void *b)
+{
+	const ExpiryEvent *x = a;
+	const ExpiryEvent *y = b;
+	int			c = strcmp(x->qid, y->qid);
+
+	if (c != 0)
+		return c;
+	return x->at < y->at ? -1 : x->at > y->at ? 1 : 0;
+}
+
+/* qsort order of ExpiryBounces: by queue id, address, then time. */
+static int
+ExpiryBounceCmp(const void *a, const void *b)
+{
+	const ExpiryBounce *x = a;
+	const ExpiryBounce *y = b;
+	int			c = strcmp(x->qid, y->qid);
+
+	if (c != 0)
+		return c;
+	c = strcmp(x->addr, y->addr);
+	if (c != 0)
+		return c;
+	return x->at < y->at ? -1 : x->at > y->at ? 1 : 0;
+}
+
+/*
+ * The earliest expiry of these lines (in->exps, sorted) that bounces a
+ * recipient of queue id qid deferred at deferred_at: at or after the
+ * deferral, within PENDING_WINDOW of it.  NULL if none.
+ */
+static ExpiryEvent *
+ExpiryFor(Ingest *in, const char *qid, TimestampTz deferred_at)
+{
+	int64		lo = 0,
+				hi = in->nexps;
+
+	/* the first expiry of the queue id */
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (strcmp(in->exps[mid].qid, qid) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < in->nexps && strcmp(in->exps[lo].qid, qid) == 0; lo++)
+		if (deferred_at <= in->exps[lo].at && deferred_at > in->exps[lo].since)
+			return &in->exps[lo];
+	return NULL;
+}
+
 /*
  * Maintains pw.maillog_pending: recipients deferred are remembered per
  * queue id until sent or bounced; a message's expiry bounces those still
@@ -940,28 +1016,33 @@ ReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts)
  *
  * What the lines settle among themselves stays out of the table: a
  * recipient deferred and then (at that time or later) sent or bounced in
- * these lines is not stored, and only the recipients stored before are
- * looked for with the deliveries and bounces.  The outcome is that of
- * storing every latest deferral and then deleting each stored recipient
- * sent or bounced at or after its deferral.
+ * these lines is not stored, nor one whose message expired in these lines;
+ * only the recipients stored before are looked for with the deliveries,
+ * bounces and expiries.  The outcome is that of storing every latest
+ * deferral, then deleting each stored recipient sent or bounced at or after
+ * its deferral, then bouncing and deleting the recipients of each expired
+ * message deferred at most PENDING_WINDOW before the expiry (the earliest
+ * such expiry is the bounce's).
  */
 static void
 ApplyPending(Ingest *in)
 {
 	pairtab_iterator it;
 	PairEntry  *e;
+	uint64		nstored = 0;
+	ExpiryBounce *bounces = NULL;
+	int64		nbounces = 0;
+	int64		maxbounces = 0;
 	MemoryContext old = MemoryContextSwitchTo(in->cxt);
 
 	/* the recipients already pending */
-	if (in->ndone > 0)
+	if (in->ndone > 0 || in->nexps > 0)
 	{
-		uint64		n;
-
 		MemoryContextSwitchTo(old);
-		n = (uint64) Exec("SELECT queue_id, email FROM pw.maillog_pending", 0, NULL, NULL,
-						  SPI_OK_SELECT);
+		nstored = (uint64) Exec("SELECT queue_id, email FROM pw.maillog_pending", 0, NULL, NULL,
+								SPI_OK_SELECT);
 		MemoryContextSwitchTo(in->cxt);
-		for (uint64 i = 0; i < n; i++)
+		for (uint64 i = 0; i < nstored; i++)
 		{
 			PairKey		key;
 			bool		found;
@@ -973,6 +1054,7 @@ ApplyPending(Ingest *in)
 			{
 				e->deferred = false;
 				e->done = false;
+				e->expired = false;
 			}
 			e->stored = true;
 		}
@@ -987,6 +1069,48 @@ ApplyPending(Ingest *in)
 		{
 			e->done = true;
 			e->done_at = in->done[i].at;
+		}
+	}
+
+	/* recipients deferred here whose message expired here: bounced */
+	if (in->nexps > 0)
+	{
+		Interval   *window = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+																   CStringGetDatum(PENDING_WINDOW),
+																   ObjectIdGetDatum(InvalidOid),
+																   Int32GetDatum(-1)));
+
+		for (int64 i = 0; i < in->nexps; i++)
+			in->exps[i].since =
+				DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														TimestampTzGetDatum(in->exps[i].at),
+														IntervalPGetDatum(window)));
+		qsort(in->exps, in->nexps, sizeof(ExpiryEvent), ExpiryEventCmp);
+		maxbounces = 64;
+		bounces = palloc(maxbounces * sizeof(ExpiryBounce));
+		pairtab_start_iterate(in->pairs, &it);
+		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
+		{
+			ExpiryEvent *x;
+
+			if (!e->deferred || e->stored || (e->done && e->done_at >= e->deferred_at))
+				continue;
+			x = ExpiryFor(in, e->key.qid, e->deferred_at);
+			if (x == NULL)
+				continue;
+			e->expired = true;
+			if (nbounces == maxbounces)
+			{
+				maxbounces *= 2;
+				bounces = repalloc_huge(bounces, maxbounces * sizeof(ExpiryBounce));
+			}
+			bounces[nbounces].qid = e->key.qid;
+			bounces[nbounces].addr = e->key.addr;
+			bounces[nbounces].at = x->at;
+			bounces[nbounces].dsn = e->dsn;
+			bounces[nbounces].reason = e->reason;
+			bounces[nbounces].source = x->source;
+			nbounces++;
 		}
 	}
 
@@ -1005,7 +1129,7 @@ ApplyPending(Ingest *in)
 		pairtab_start_iterate(in->pairs, &it);
 		while ((e = pairtab_iterate(in->pairs, &it)) != NULL)
 		{
-			if (!e->deferred || (e->done && e->done_at >= e->deferred_at))
+			if (!e->deferred || e->expired || (e->done && e->done_at >= e->deferred_at))
 				continue;
 			ColumnAddCString(&c[0], e->key.qid);
 			ColumnAddCString(&c[1], e->key.addr);
@@ -1049,40 +1173,74 @@ ApplyPending(Ingest *in)
 						gone, 3, SPI_OK_DELETE, false);
 	}
 
-	/* a message expired: every recipient still pending bounces */
-	if (in->exp_qid.n > 0)
+	/* a message expired: every stored recipient still pending bounces */
+	if (in->nexps > 0 && nstored > 0)
 	{
-		Column	   *cols[3] = {&in->exp_qid, &in->exp_at, &in->exp_source};
+		Column		c[3];
+		Column	   *cols[3] = {&c[0], &c[1], &c[2]};
 		uint64		n;
-		MemoryContext old;
 
+		MemoryContextSwitchTo(in->cxt);
+		ColumnInit(&c[0], TEXTOID);
+		ColumnInit(&c[1], TIMESTAMPTZOID);
+		ColumnInit(&c[2], TEXTOID);
+		for (int64 i = 0; i < in->nexps; i++)
+		{
+			ColumnAddCString(&c[0], in->exps[i].qid);
+			ColumnAdd(&c[1], TimestampTzGetDatum(in->exps[i].at), false);
+			ColumnAddCString(&c[2], in->sources[in->exps[i].source]);
+		}
+		MemoryContextSwitchTo(old);
 		n = ExecColumns("WITH x AS (SELECT * FROM unnest($1, $2, $3) AS x(queue_id, logged_at, source)),"
 						" gone AS (DELETE FROM pw.maillog_pending p USING x"
 						"           WHERE p.queue_id = x.queue_id AND p.deferred_at <= x.logged_at"
 						"             AND p.deferred_at > x.logged_at - interval '" PENDING_WINDOW "'"
 						"          RETURNING p.queue_id, p.email, p.dsn, p.reason, x.logged_at, x.source)"
-						" SELECT DISTINCT ON (queue_id, email) email, logged_at, dsn,"
-						"        'expired in queue' || coalesce(' after: ' || reason, ''), source"
+						" SELECT DISTINCT ON (queue_id, email) queue_id, email, logged_at, dsn, reason, source"
 						"   FROM gone ORDER BY queue_id, email, logged_at",
 						cols, 3, SPI_OK_SELECT, false);
-		old = MemoryContextSwitchTo(in->cxt);
+		MemoryContextSwitchTo(in->cxt);
 		for (uint64 i = 0; i < n; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			char	   *email = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-			TimestampTz when = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
-			Datum		dsn = SPI_getbinval(tup, desc, 3, &isnull);
-			char	   *dsn_s = isnull ? NULL : TextDatumGetCString(dsn);
-			char	   *reason = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-			Datum		source = SPI_getbinval(tup, desc, 5, &isnull);
-			int			src = SourceIndex(in, isnull ? "" : TextDatumGetCString(source));
+			Datum		d;
+			ExpiryBounce *b;
 
-			AddOutcome(in, AddrFor(in, email), KIND_BOUNCED, when, dsn_s, reason, src);
+			if (nbounces == maxbounces)
+			{
+				maxbounces = Max(64, maxbounces * 2);
+				bounces = bounces == NULL ? palloc(maxbounces * sizeof(ExpiryBounce)) :
+					repalloc_huge(bounces, maxbounces * sizeof(ExpiryBounce));
+			}
+			b = &bounces[nbounces++];
+			b->qid = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+			b->addr = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			b->at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			b->dsn = isnull ? NULL : TextDatumGetCString(d);
+			d = SPI_getbinval(tup, desc, 5, &isnull);
+			b->reason = isnull ? NULL : TextDatumGetCString(d);
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			b->source = SourceIndex(in, isnull ? "" : TextDatumGetCString(d));
 		}
-		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
 	}
+
+	/* the expiry bounces, in one order whichever way they were found */
+	if (nbounces > 0)
+		qsort(bounces, nbounces, sizeof(ExpiryBounce), ExpiryBounceCmp);
+	for (int64 i = 0; i < nbounces; i++)
+	{
+		ExpiryBounce *b = &bounces[i];
+		char	   *reason = b->reason == NULL ? pstrdup("expired in queue") :
+			psprintf("expired in queue after: %s", b->reason);
+
+		AddOutcome(in, AddrFor(in, b->addr), KIND_BOUNCED, b->at,
+				   b->dsn == NULL ? NULL : pstrdup(b->dsn), reason, b->source);
+	}
+	MemoryContextSwitchTo(old);
 
 	/* forget deferrals too old for any expiry line to come */
 	if (in->have_events)
@@ -1419,6 +1577,9 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	MemoryContext old;
 
 	Phase(in, "read");
+
+	/* one ingest applies at a time: the deliveries and the pending deferrals */
+	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	ApplyPending(in);
 	Phase(in, "pending deferrals");
 
@@ -1435,7 +1596,6 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 		profile = isnull ? pstrdup("") : TextDatumGetCString(d);
 	}
-	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	if (in->naddrs == 0)
 		return;
 

@@ -227,5 +227,60 @@ is($node->safe_psql('victim', "SELECT events FROM pw.ingest_maillog('big.log')")
 	'and ingesting again changes nothing');
 is($node->safe_psql('victim', $digest), $ref, 'end state unchanged');
 
+# --- one call, or the same lines over several calls: one end state -------
+# The expiries a call reads settle the deferrals of that call in memory and
+# those of earlier calls in pw.maillog_pending: both ways must agree.  The
+# log is ingested whole, split in two (every line but the expiries, then the
+# expiries: each deferral then meets its expiry in a later call), and in ten
+# pieces cut anywhere.
+make_path("$logs/split", "$logs/chunks");
+my @lines = do { open(my $fh, '<', $big) or die "$big: $!"; <$fh> };
+my @expiries = grep { /status=expired/ } @lines;
+ok(@expiries > 1000, scalar(@expiries) . ' expiry lines in the log');
+# the digest with the directories of the logs left out of the source columns
+my $digest_of = sub {
+	my ($db, $suppressed_only) = @_;
+	my $sql = $digest;
+	# the expiry lines are stamped an hour after their message: a piece can
+	# hold an address's expiry before the next piece shows an earlier bounce,
+	# and the suppression keeps the reason of the bounce it was made for
+	$sql =~ s/string_agg\(s::text/string_agg(s.email/ if $suppressed_only;
+	$sql =~ s/(\w+)::text/replace(replace(replace(${1}::text, '$logs\/split\/', ''), '$logs\/chunks\/', ''), '$logs\/', '')/g;
+	return $node->safe_psql($db, $sql);
+};
+my $whole = $digest_of->('ref');
+for my $db (qw(split chunks))
+{
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, q{
+        CREATE EXTENSION pw_deliverability;
+        CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                     mx_provider text, listmonk_sent_at timestamptz);
+        INSERT INTO fmcsa_carriers SELECT u, 'u' || u || '@d' || (u % 50) || '.test',
+            'catch_all_domain', 'mx:d' || (u % 7) || '.test', NULL
+          FROM generate_series(0, 1999999, 3) u;
+        SELECT pw.create_writeback_index();
+    });
+}
+append("$logs/split/big.log", join('', grep { !/status=expired/ } @lines));
+my $first = $node->safe_psql('split', "SELECT expired FROM pw.ingest_maillog('split/big.log')");
+is($first, '0', 'split: the first call reads no expiry');
+ok($node->safe_psql('split', 'SELECT count(*) FROM pw.maillog_pending') > 1000,
+	'split: the deferrals wait in pw.maillog_pending');
+append("$logs/split/big.log", join('', @expiries));
+is($node->safe_psql('split', "SELECT expired FROM pw.ingest_maillog('split/big.log')"),
+	scalar(@expiries), 'split: the second call reads the expiries');
+is($digest_of->('split'), $whole, 'split: same end state as one call');
+my $per = int(@lines / 10) + 1;
+for (my $i = 0; $i < @lines; $i += $per)
+{
+	my $end = $i + $per - 1;
+	$end = $#lines if $end > $#lines;
+	append("$logs/chunks/big.log", join('', @lines[ $i .. $end ]));
+	$node->safe_psql('chunks', "SELECT pw.ingest_maillog('chunks/big.log')");
+}
+is($digest_of->('chunks', 1), $digest_of->('ref', 1),
+	'ten pieces: same end state as one call (suppressed addresses compared, not their reasons)');
+
 $node->stop;
 done_testing();
