@@ -445,7 +445,8 @@ BatchInit(Batch *b, const char *name, int ncols, const char *const *colnames,
 	b->desc = CreateTemplateTupleDesc(ncols);
 	for (int i = 0; i < ncols; i++)
 		TupleDescInitEntry(b->desc, (AttrNumber) (i + 1), colnames[i], types[i], -1, 0);
-	b->ts = tuplestore_begin_heap(false, false, work_mem);
+	/* a batch operation: maintenance_work_mem before spilling to disk */
+	b->ts = tuplestore_begin_heap(false, false, Max(work_mem, maintenance_work_mem));
 	b->n = 0;
 }
 
@@ -514,6 +515,10 @@ typedef struct Ingest
 	ExpiryEvent *exps;
 	int64		nexps;
 	int64		maxexps;
+	/* row versions of carriers to mark hard_bounced, found by ScanCarriers() */
+	ItemPointerData *btids;
+	int64		nbtids;
+	int64		maxbtids;
 } Ingest;
 
 /* Starts an empty column of element type "type". */
@@ -577,7 +582,8 @@ ColumnArray(Column *col)
 
 /*
  * Runs a statement whose parameters $1.. are the given columns as arrays;
- * with probe, joins to the carriers probe the normalised-email index.
+ * with probe, joins to the carriers probe them (the normalised-email index,
+ * or row versions) instead of hashing or sorting them.
  * Returns SPI_processed.
  */
 static uint64
@@ -1254,6 +1260,13 @@ ApplyPending(Ingest *in)
 	}
 }
 
+/* qsort order of row versions: physical. */
+static int
+TidCmp(const void *a, const void *b)
+{
+	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
+}
+
 /* An address with its first bytes as a number, for sorting */
 typedef struct SortAddr
 {
@@ -1534,15 +1547,25 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 				e->agg->mx = Intern(in, VARDATA_ANY(m), VARSIZE_ANY_EXHDR(m));
 		}
 		d = slot_getattr(slot, result.attnum, &isnull);
-		if (isnull)
-			e->agg->to_bounce = true;
-		else
+		if (!isnull)
 		{
 			text	   *r = DatumGetTextPP(d);
 
-			if (VARSIZE_ANY_EXHDR(r) != strlen("hard_bounced") ||
-				memcmp(VARDATA_ANY(r), "hard_bounced", strlen("hard_bounced")) != 0)
-				e->agg->to_bounce = true;
+			if (VARSIZE_ANY_EXHDR(r) == strlen("hard_bounced") &&
+				memcmp(VARDATA_ANY(r), "hard_bounced", strlen("hard_bounced")) == 0)
+				continue;
+		}
+		e->agg->to_bounce = true;
+		if (e->agg->bounce_count > 0)
+		{
+			if (in->nbtids == in->maxbtids)
+			{
+				in->maxbtids = Max(1024, in->maxbtids * 2);
+				in->btids = in->btids == NULL ?
+					palloc(in->maxbtids * sizeof(ItemPointerData)) :
+					repalloc_huge(in->btids, in->maxbtids * sizeof(ItemPointerData));
+			}
+			in->btids[in->nbtids++] = slot->tts_tid;
 		}
 	}
 	table_endscan(scan);
@@ -1574,6 +1597,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	AddrAgg   **sorted;
 	AddrAgg   **bounced_list;	/* the addresses that bounced, sorted */
 	int			nbounced = 0;
+	bool		scanned = false;
 	MemoryContext old;
 
 	Phase(in, "read");
@@ -1612,7 +1636,6 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	{
 		bool		have_index = HaveWritebackIndex(carriers);
 		double		reltuples = 0;
-		bool		scanned = false;
 
 		if (have_index)
 		{
@@ -1642,6 +1665,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		Batch		rows;
 		Datum		values[13];
 		bool		nulls[13];
+		int64		updated;
 
 		BatchInit(&rows, "pw_ingest_addresses", 13, names, types);
 		bounced_list = palloc(in->naddrs * sizeof(AddrAgg *));
@@ -1703,16 +1727,21 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 			 " SELECT count(*) FROM u",
 			 0, NULL, NULL, SPI_OK_SELECT);
 
-		/* the new addresses (none when every one was updated) */
-		if (FirstInt8() < rows.n)
-			Exec("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-				 "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-				 "   bounce_reason, source, in_carriers, mx_provider)"
-				 " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-				 "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-				 "   s.source, s.in_carriers, s.mx"
-				 "   FROM pw_ingest_addresses s"
-				 "  WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)",
+		/*
+		 * The new addresses: none when every one was updated, all of them
+		 * when none was (the lock keeps other ingests out).
+		 */
+		updated = FirstInt8();
+		if (updated < rows.n)
+			Exec(psprintf("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
+						  "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+						  "   bounce_reason, source, in_carriers, mx_provider)"
+						  " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+						  "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+						  "   s.source, s.in_carriers, s.mx"
+						  "   FROM pw_ingest_addresses s%s",
+						  updated == 0 ? "" :
+						  " WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)"),
 				 0, NULL, NULL, SPI_OK_INSERT);
 		BatchDrop(&rows);
 	}
@@ -1778,16 +1807,45 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 	Phase(in, "daily outcomes");
 
-	/* hard bounces: every carrier with the address, whatever its result */
+	/*
+	 * Hard bounces: every carrier with the address, whatever its result.
+	 * After a scan of the carriers, by the row versions it found (in
+	 * physical order, no index probe); a carrier updated since has a new row
+	 * version, so if any was missed, by the addresses again.
+	 */
 	old = MemoryContextSwitchTo(in->cxt);
 	{
 		Column		bounced;
 		Column	   *cols[1] = {&bounced};
+		bool		by_address = !scanned;
 
+		if (scanned && in->nbtids > 0)
+		{
+			Column		tids;
+			Column	   *tcols[1] = {&tids};
+			uint64		n;
+
+			qsort(in->btids, in->nbtids, sizeof(ItemPointerData), TidCmp);
+			ColumnInit(&tids, TIDOID);
+			for (int64 i = 0; i < in->nbtids; i++)
+				ColumnAdd(&tids, PointerGetDatum(&in->btids[i]), false);
+			MemoryContextSwitchTo(old);
+			initStringInfo(&sql);
+			appendStringInfo(&sql,
+							 "UPDATE %s c SET %s = 'hard_bounced'"
+							 "  FROM unnest($1) AS b(tid)"
+							 " WHERE c.ctid = b.tid AND c.%s IS DISTINCT FROM 'hard_bounced'",
+							 carriers->relation, carriers->result_col, carriers->result_col);
+			n = ExecColumns(sql.data, tcols, 1, SPI_OK_UPDATE, true);
+			counts->carriers_bounced = (int64) n;
+			by_address = n < (uint64) in->nbtids;
+			MemoryContextSwitchTo(in->cxt);
+		}
 		ColumnInit(&bounced, TEXTOID);
-		for (int i = 0; i < nbounced; i++)
-			if (bounced_list[i]->to_bounce)
-				ColumnAddCString(&bounced, bounced_list[i]->addr);
+		if (by_address)
+			for (int i = 0; i < nbounced; i++)
+				if (bounced_list[i]->to_bounce)
+					ColumnAddCString(&bounced, bounced_list[i]->addr);
 		MemoryContextSwitchTo(old);
 		if (bounced.n > 0)
 		{
@@ -1798,7 +1856,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 							 " WHERE lower(btrim(c.%s)) = b.addr AND c.%s IS DISTINCT FROM 'hard_bounced'",
 							 carriers->relation, carriers->result_col, carriers->email_col,
 							 carriers->result_col);
-			counts->carriers_bounced = (int64)
+			counts->carriers_bounced += (int64)
 				ExecColumns(sql.data, cols, 1, SPI_OK_UPDATE, HaveWritebackIndex(carriers));
 		}
 	}

@@ -154,6 +154,36 @@ like($err, qr/outside pw_deliverability.maillog_directory/, 'a granted role is s
 	extra_params => [ '-U', 'ingester' ]);
 like($err, qr/permission denied to set parameter/, 'only a superuser sets the directory');
 
+# --- carriers with new row versions between the scan and the writeback ----
+# The hard bounces are written back by the row versions the carriers scan
+# found.  Between the two the ingest inserts into pw.deliveries: a trigger
+# there updates the carriers of one address, whose bounce must still land.
+$node->safe_psql('postgres', 'CREATE DATABASE moved');
+$node->safe_psql('moved', q{
+    CREATE EXTENSION pw_deliverability;
+    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                 mx_provider text, listmonk_sent_at timestamptz);
+    INSERT INTO fmcsa_carriers VALUES (1, 'Moved@X.test', 'catch_all_domain', NULL, NULL),
+        (2, 'stays@x.test', 'catch_all_domain', NULL, NULL),
+        (3, ' moved@x.test', 'smtp_valid', NULL, NULL),
+        (4, 'other@x.test', 'catch_all_domain', NULL, NULL);
+    CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE public.fmcsa_carriers SET listmonk_sent_at = now()
+         WHERE lower(btrim(email)) = NEW.email AND NEW.email = 'moved@x.test';
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER touch AFTER INSERT ON pw.deliveries FOR EACH ROW EXECUTE FUNCTION touch();
+});
+append("$logs/moved.log", line('DDDDD00001', 'moved@x.test', 'bounced')
+	  . line('DDDDD00002', 'stays@x.test', 'bounced') . line('DDDDD00003', 'other@x.test', 'sent'));
+is($node->safe_psql('moved', "SELECT carriers_bounced FROM pw.ingest_maillog('moved.log')"), '3',
+	'carriers updated since the scan: still written back');
+is($node->safe_psql('moved', q{SELECT string_agg(id || ':' || email_verify_result || ':'
+                                   || (listmonk_sent_at IS NOT NULL), ',' ORDER BY id) FROM fmcsa_carriers}),
+	'1:hard_bounced:true,2:hard_bounced:false,3:hard_bounced:true,4:catch_all_domain:false',
+	'every carrier of a bounced address is hard_bounced, the update of the others kept');
+
 # --- a backend killed mid-ingest, then a re-ingest ---------------------------
 my $big = "$logs/big.log";
 system_or_bail("perl " . pw_srcdir() . "/test/gen_maillog.pl 400000 7 rfc3339 > $big");
