@@ -450,7 +450,23 @@ BatchInit(Batch *b, const char *name, int ncols, const char *const *colnames,
 	b->n = 0;
 }
 
-/* Appends a row to a batch. */
+/*
+ * A text datum of a string, built in buf (grown as needed): valid until buf
+ * is used again.
+ */
+static Datum
+TextIn(StringInfo buf, const char *s)
+{
+	int			len = (int) strlen(s);
+
+	resetStringInfo(buf);
+	enlargeStringInfo(buf, VARHDRSZ + len);
+	SET_VARSIZE(buf->data, VARHDRSZ + len);
+	memcpy(buf->data + VARHDRSZ, s, len);
+	return PointerGetDatum(buf->data);
+}
+
+/* Appends a row to a batch (which copies the values). */
 static void
 BatchAdd(Batch *b, Datum *values, bool *nulls)
 {
@@ -1666,8 +1682,14 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		Datum		values[13];
 		bool		nulls[13];
 		int64		updated;
+		StringInfoData buf[4];	/* the text values of a row */
+		Datum	   *sources = palloc(in->nsources * sizeof(Datum));
 
 		BatchInit(&rows, "pw_ingest_addresses", 13, names, types);
+		for (int k = 0; k < 4; k++)
+			initStringInfo(&buf[k]);
+		for (int k = 0; k < in->nsources; k++)
+			sources[k] = PointerGetDatum(cstring_to_text(in->sources[k]));
 		bounced_list = palloc(in->naddrs * sizeof(AddrAgg *));
 		for (int i = 0; i < in->naddrs; i++)
 		{
@@ -1677,7 +1699,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 				bounced_list[nbounced++] = a;
 
 			memset(nulls, 0, sizeof(nulls));
-			values[0] = PointerGetDatum(cstring_to_text(a->addr));
+			values[0] = TextIn(&buf[0], a->addr);
 			values[1] = TimestampTzGetDatum(a->first_sent_at);
 			nulls[1] = a->sent_count == 0;
 			values[2] = TimestampTzGetDatum(a->last_sent_at);
@@ -1690,22 +1712,20 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 			nulls[6] = a->bounce_count == 0;
 			values[7] = Int64GetDatum(a->bounce_count);
 			nulls[8] = a->bounce_dsn == NULL;
-			values[8] = nulls[8] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_dsn));
+			values[8] = nulls[8] ? (Datum) 0 : TextIn(&buf[1], a->bounce_dsn);
 			nulls[9] = a->bounce_reason == NULL;
-			values[9] = nulls[9] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->bounce_reason));
-			values[10] = PointerGetDatum(cstring_to_text(in->sources[a->source]));
+			values[9] = nulls[9] ? (Datum) 0 : TextIn(&buf[2], a->bounce_reason);
+			values[10] = sources[a->source];
 			values[11] = BoolGetDatum(a->in_carriers);
 			nulls[12] = a->mx == NULL;
-			values[12] = nulls[12] ? (Datum) 0 : PointerGetDatum(cstring_to_text(a->mx));
+			values[12] = nulls[12] ? (Datum) 0 : TextIn(&buf[3], a->mx);
 			BatchAdd(&rows, values, nulls);
-			for (int k = 0; k < 13; k++)
-				if (!nulls[k] && (k == 0 || k == 8 || k == 9 || k == 10 || k == 12))
-					pfree(DatumGetPointer(values[k]));
 			if (!a->in_carriers)
 				counts->unknown++;
 		}
 		MemoryContextSwitchTo(old);
 		BatchRegister(&rows);
+		Phase(in, "deliveries batched");
 		Exec("WITH u AS ("
 			 "   UPDATE pw.deliveries d SET"
 			 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
