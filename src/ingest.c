@@ -1290,17 +1290,23 @@ typedef struct SortAddr
 	AddrAgg    *agg;
 } SortAddr;
 
-/* qsort comparator: addresses in byte order (the index order of C.UTF-8). */
-static int
-SortAddrCmp(const void *a, const void *b)
+/* Sort order of addresses: byte order (the index order of C.UTF-8). */
+static inline int
+SortAddrCmp(const SortAddr *x, const SortAddr *y)
 {
-	const SortAddr *x = (const SortAddr *) a;
-	const SortAddr *y = (const SortAddr *) b;
-
 	if (x->prefix != y->prefix)
 		return x->prefix < y->prefix ? -1 : 1;
 	return strcmp(x->agg->addr, y->agg->addr);
 }
+
+/* sort_addrs(): a sort of SortAddrs with the comparison inlined */
+#define ST_SORT sort_addrs
+#define ST_ELEMENT_TYPE SortAddr
+#define ST_COMPARE(a, b) SortAddrCmp(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 /* The addresses sorted in byte order, into a new array. */
 static AddrAgg **
@@ -1321,7 +1327,7 @@ SortAddresses(Ingest *in)
 		keys[i].prefix = prefix;
 		keys[i].agg = in->list[i];
 	}
-	qsort(keys, in->naddrs, sizeof(SortAddr), SortAddrCmp);
+	sort_addrs(keys, in->naddrs);
 	for (int i = 0; i < in->naddrs; i++)
 		sorted[i] = keys[i].agg;
 	pfree(keys);
