@@ -1701,6 +1701,11 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 		{
 			AddrAgg    *a = sorted[i];
 
+			/* the aggregates lie in the order of the log: fetch ahead */
+			if (i + 8 < in->naddrs)
+				PwPrefetch(sorted[i + 8]);
+			if (i + 4 < in->naddrs)
+				PwPrefetch(sorted[i + 4]->addr);
 			if (a->bounce_count > 0)
 				bounced_list[nbounced++] = a;
 
