@@ -267,26 +267,39 @@ MaillogTimestamp(TimeConv *conv, const MaillogTime *t, TimestampTz *out)
 	}
 }
 
-/* Sets a text column from a field (NULL when absent). */
+/* What pw.read_maillog() puts its rows into. */
+typedef struct RowSink
+{
+	Tuplestorestate *ts;
+	TupleDesc	desc;
+	char	   *buf;			/* the text values of the row being built */
+} RowSink;
+
+/*
+ * Room in RowSink.buf for the text values of one line: the fields are
+ * disjoint slices of a line of at most MAILLOG_MAX_LINE bytes, each value
+ * takes a header and up to 3 bytes of alignment more.
+ */
+#define ROW_TEXT_SPACE (MAILLOG_MAX_LINE + READ_MAILLOG_COLS * (VARHDRSZ + 3))
+
+/*
+ * Sets a text column from a field (NULL when absent), building the value
+ * at *pos and advancing it: the tuplestore copies the row.
+ */
 static void
-SetText(Datum *values, bool *nulls, int i, const MaillogField *f)
+SetText(Datum *values, bool *nulls, int i, const MaillogField *f, char **pos)
 {
 	if (f->ptr == NULL)
 	{
 		nulls[i] = true;
 		return;
 	}
-	values[i] = PointerGetDatum(cstring_to_text_with_len(f->ptr, (int) f->len));
+	SET_VARSIZE(*pos, VARHDRSZ + f->len);
+	memcpy(*pos + VARHDRSZ, f->ptr, f->len);
+	values[i] = PointerGetDatum(*pos);
 	nulls[i] = false;
+	*pos += INTALIGN(VARHDRSZ + f->len);
 }
-
-/* What pw.read_maillog() puts its rows into. */
-typedef struct RowSink
-{
-	Tuplestorestate *ts;
-	TupleDesc	desc;
-	MemoryContext rowctx;
-} RowSink;
 
 /* Turns one parsed event line into a row of pw.read_maillog(). */
 static void
@@ -295,28 +308,27 @@ EmitRow(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_offset
 	RowSink    *sink = (RowSink *) arg;
 	Datum		values[READ_MAILLOG_COLS];
 	bool		nulls[READ_MAILLOG_COLS];
-	MemoryContext old = MemoryContextSwitchTo(sink->rowctx);
+	char	   *pos = sink->buf;
 
 	values[0] = Int64GetDatum(line_offset);
 	nulls[0] = false;
 	values[1] = TimestampTzGetDatum(when);
 	nulls[1] = false;
-	SetText(values, nulls, 2, &rec->host);
-	SetText(values, nulls, 3, &rec->program);
+	SetText(values, nulls, 2, &rec->host, &pos);
+	SetText(values, nulls, 3, &rec->program, &pos);
 	values[4] = Int32GetDatum((int32) rec->pid);
 	nulls[4] = rec->pid < 0;
-	SetText(values, nulls, 5, &rec->queue_id);
-	SetText(values, nulls, 6, &rec->recipient);
-	SetText(values, nulls, 7, &rec->orig_recipient);
-	SetText(values, nulls, 8, &rec->relay);
+	SetText(values, nulls, 5, &rec->queue_id, &pos);
+	SetText(values, nulls, 6, &rec->recipient, &pos);
+	SetText(values, nulls, 7, &rec->orig_recipient, &pos);
+	SetText(values, nulls, 8, &rec->relay, &pos);
 	values[9] = Float8GetDatum(rec->delay);
 	nulls[9] = !rec->has_delay;
-	SetText(values, nulls, 10, &rec->dsn);
-	SetText(values, nulls, 11, &rec->status);
-	SetText(values, nulls, 12, &rec->reason);
+	SetText(values, nulls, 10, &rec->dsn, &pos);
+	SetText(values, nulls, 11, &rec->status, &pos);
+	SetText(values, nulls, 12, &rec->reason, &pos);
+	Assert(pos <= sink->buf + ROW_TEXT_SPACE);
 	tuplestore_putvalues(sink->ts, sink->desc, values, nulls);
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(sink->rowctx);
 }
 
 /* Parses one complete line, counts it and hands an event to the sink. */
@@ -510,10 +522,9 @@ pw_read_maillog(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sink.ts = rsinfo->setResult;
 	sink.desc = rsinfo->setDesc;
-	sink.rowctx = AllocSetContextCreate(CurrentMemoryContext, "read_maillog row",
-										ALLOCSET_SMALL_SIZES);
+	sink.buf = palloc(ROW_TEXT_SPACE);
 	MaillogReadEvents(canon, start_offset, EmitRow, &sink, &st);
-	MemoryContextDelete(sink.rowctx);
+	pfree(sink.buf);
 	ereport(DEBUG1,
 			(errmsg_internal("read_maillog %s: " INT64_FORMAT " lines, " INT64_FORMAT
 							 " events, " INT64_FORMAT " unparsed, " INT64_FORMAT " overlong",
