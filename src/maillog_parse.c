@@ -26,18 +26,41 @@ static const char *const month_names[12] = {
 	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
 };
 
+/* Byte classes of the parser: one table lookup a byte */
+#define BC_DIGIT	0x01		/* 0-9 */
+#define BC_ALNUM	0x02		/* 0-9, a-z, A-Z: queue ids */
+#define BC_KEY		0x04		/* a-z and _: the keys of key=value */
+#define BC_PROG_END 0x08		/* '[', ':' or ' ': the end of a program name */
+
+#define D(c) [c] = BC_DIGIT | BC_ALNUM
+#define L(c) [c] = BC_ALNUM | BC_KEY
+#define U(c) [c] = BC_ALNUM
+
+static const unsigned char byte_class[256] = {
+	D('0'), D('1'), D('2'), D('3'), D('4'), D('5'), D('6'), D('7'), D('8'),
+	D('9'),
+	L('a'), L('b'), L('c'), L('d'), L('e'), L('f'), L('g'), L('h'), L('i'),
+	L('j'), L('k'), L('l'), L('m'), L('n'), L('o'), L('p'), L('q'), L('r'),
+	L('s'), L('t'), L('u'), L('v'), L('w'), L('x'), L('y'), L('z'),
+	U('A'), U('B'), U('C'), U('D'), U('E'), U('F'), U('G'), U('H'), U('I'),
+	U('J'), U('K'), U('L'), U('M'), U('N'), U('O'), U('P'), U('Q'), U('R'),
+	U('S'), U('T'), U('U'), U('V'), U('W'), U('X'), U('Y'), U('Z'),
+	['_'] = BC_KEY,
+	['['] = BC_PROG_END, [':'] = BC_PROG_END, [' '] = BC_PROG_END
+};
+
+#undef D
+#undef L
+#undef U
+
+/* Whether byte c is of class cls. */
+#define ByteIs(c, cls) ((byte_class[(unsigned char) (c)] & (cls)) != 0)
+
 /* Whether c is an ASCII decimal digit. */
-static int
+static inline int
 IsDigit(char c)
 {
-	return c >= '0' && c <= '9';
-}
-
-/* Whether c is an ASCII letter or digit. */
-static int
-IsAlnum(char c)
-{
-	return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+	return ByteIs(c, BC_DIGIT);
 }
 
 /* Whether the cursor has at least n bytes left. */
@@ -216,7 +239,7 @@ ParseProgram(Cursor *c, MaillogRecord *rec)
 {
 	const char *start = c->p;
 
-	while (c->p < c->end && *c->p != '[' && *c->p != ':' && *c->p != ' ')
+	while (c->p < c->end && !ByteIs(*c->p, BC_PROG_END))
 		c->p++;
 	if (c->p == start || c->p == c->end)
 		return 0;
@@ -423,7 +446,7 @@ MaillogParseLine(const char *line, size_t len, MaillogRecord *rec)
 	{
 		const char *start = c.p;
 
-		while (c.p < c.end && IsAlnum(*c.p))
+		while (c.p < c.end && ByteIs(*c.p, BC_ALNUM))
 			c.p++;
 		if (c.p - start < 5 || c.p - start > 32 || !Accept(&c, ':') || !Accept(&c, ' '))
 			return MAILLOG_OTHER;
@@ -441,7 +464,7 @@ MaillogParseLine(const char *line, size_t len, MaillogRecord *rec)
 		int			bracketed;
 
 		key.ptr = c.p;
-		while (c.p < c.end && ((*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
+		while (c.p < c.end && ByteIs(*c.p, BC_KEY))
 			c.p++;
 		key.len = (size_t) (c.p - key.ptr);
 		if (key.len == 0 || !Accept(&c, '='))
