@@ -39,6 +39,12 @@ SELECT line_offset, logged_at, queue_id, recipient, dsn, status, reason
   FROM pw.read_maillog('rfc3339.log') ORDER BY line_offset;
 SELECT lines, events, other, unparsed FROM pw.maillog_last_read();
 
+-- a log as a table: a view over the function
+CREATE VIEW maillog AS SELECT * FROM pw.read_maillog('rfc3339.log');
+SELECT status, count(*) AS lines, count(recipient) AS recipients
+  FROM maillog GROUP BY status ORDER BY status;
+DROP VIEW maillog;
+
 -- ---------------------------------------------------------------------------
 -- ingestion and writeback
 -- ---------------------------------------------------------------------------
