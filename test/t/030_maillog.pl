@@ -187,10 +187,11 @@ is($node->safe_psql('moved', q{SELECT string_agg(id || ':' || email_verify_resul
 # --- a backend killed mid-ingest, then a re-ingest ---------------------------
 my $big = "$logs/big.log";
 system_or_bail("perl " . pw_srcdir() . "/test/gen_maillog.pl 400000 7 rfc3339 > $big");
-$node->safe_psql('postgres', 'CREATE DATABASE ref');
-$node->safe_psql('postgres', 'CREATE DATABASE victim');
-for my $db (qw(ref victim))
+# Creates a database with the extension and 667k generated carriers.
+sub carriers_db
 {
+	my ($db) = @_;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
 	$node->safe_psql($db, q{
         CREATE EXTENSION pw_deliverability;
         CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
@@ -201,6 +202,7 @@ for my $db (qw(ref victim))
         SELECT pw.create_writeback_index();
     });
 }
+carriers_db($_) for qw(ref victim);
 my $digest = q{SELECT md5(concat_ws('#',
     (SELECT string_agg(concat_ws('|', id, email_verify_result), ',' ORDER BY id) FROM fmcsa_carriers
       WHERE email_verify_result <> 'catch_all_domain'),
@@ -279,19 +281,7 @@ my $digest_of = sub {
 	return $node->safe_psql($db, $sql);
 };
 my $whole = $digest_of->('ref');
-for my $db (qw(split chunks))
-{
-	$node->safe_psql('postgres', "CREATE DATABASE $db");
-	$node->safe_psql($db, q{
-        CREATE EXTENSION pw_deliverability;
-        CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
-                                     mx_provider text, listmonk_sent_at timestamptz);
-        INSERT INTO fmcsa_carriers SELECT u, 'u' || u || '@d' || (u % 50) || '.test',
-            'catch_all_domain', 'mx:d' || (u % 7) || '.test', NULL
-          FROM generate_series(0, 1999999, 3) u;
-        SELECT pw.create_writeback_index();
-    });
-}
+carriers_db($_) for qw(split chunks);
 append("$logs/split/big.log", join('', grep { !/status=expired/ } @lines));
 my $first = $node->safe_psql('split', "SELECT expired FROM pw.ingest_maillog('split/big.log')");
 is($first, '0', 'split: the first call reads no expiry');
