@@ -21,51 +21,25 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" = 0 ]; then
-	chown -R postgres: "$SRC"
-	exec runuser -u postgres -- env PW_LOAD_CLIENTS="${PW_LOAD_CLIENTS:-}" \
-		PW_LOAD_CARRIERS="${PW_LOAD_CARRIERS:-}" PW_LOAD_DAY_SECONDS="${PW_LOAD_DAY_SECONDS:-}" \
-		PW_LOAD_KEEP="${PW_LOAD_KEEP:-}" "$0" "$@"
-fi
-
-BINDIR="$SRC/tmp_install$(pg_config --bindir)"
-if [ ! -x "$BINDIR/postgres" ]; then
-	echo "no private installation in $SRC/tmp_install: run 'make temp-install' first" >&2
-	exit 1
-fi
-export PATH="$BINDIR:$PATH"
+. "$SRC/test/lib/cluster.sh"
+pw_run_as_postgres "$@"
+pw_use_private_install
 
 DURATION="${1:-600}"
 CLIENTS="${PW_LOAD_CLIENTS:-8}"
 CARRIERS="${PW_LOAD_CARRIERS:-1600000}"
 DAY="${PW_LOAD_DAY_SECONDS:-45}"
-WORK="$(mktemp -d /tmp/pw_claim_load.XXXXXX)"
-PGDATA="$WORK/data"
-PORT=$((20000 + RANDOM % 20000))
-export PGHOST="$WORK" PGPORT="$PORT" PGDATABASE=postgres PGUSER=postgres PGTZ=UTC
 
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 ROLLER=
-cleanup() {
-	if [ -n "$ROLLER" ]; then kill "$ROLLER" 2>/dev/null || true; fi
-	pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	if [ "${PW_LOAD_KEEP:-0}" = 1 ]; then echo "cluster left in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-echo "== throwaway cluster in $WORK (port $PORT)"
-initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'pw_deliverability'
+pw_on_exit 'if [ -n "$ROLLER" ]; then kill "$ROLLER" 2>/dev/null; fi'
+pw_cluster_start claim_load "${PW_LOAD_KEEP:-0}" <<'EOF'
 shared_buffers = 512MB
 timezone = 'UTC'
 log_lock_waits = on
 log_line_prefix = '%m [%p] %a '
-CONF
-pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+EOF
+export PGTZ=UTC
+echo "== throwaway cluster in $WORK (port $PORT)"
 psql_q -c 'CREATE EXTENSION pw_deliverability'
 psql_q -f "$SRC/test/generate_carriers.sql"
 

@@ -15,34 +15,19 @@
 #   PW_BENCH_CARRIERS  carriers for the ingest run (default 1600000)
 #   PW_BENCH_RUNS      timed runs of each read, best one kept (default 3)
 #   PW_BENCH_SKIP_READ set to 1 to time only the ingest
+#   PW_BENCH_KEEP=1    leave the cluster directory behind
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" -eq 0 ]; then
-	chown -R postgres: "$SRC"
-	exec runuser -u postgres -- "$0" "$@"
-fi
+. "$SRC/test/lib/cluster.sh"
+pw_run_as_postgres "$@"
+pw_use_private_install
 
 LINES="${PW_BENCH_LINES:-1000000}"
 CARRIERS="${PW_BENCH_CARRIERS:-1600000}"
 RUNS="${PW_BENCH_RUNS:-3}"
 SKIP_READ="${PW_BENCH_SKIP_READ:-0}"
-BINDIR="$SRC/tmp_install$(pg_config --bindir)"
-[ -x "$BINDIR/postgres" ] || { echo "run 'make temp-install' first" >&2; exit 1; }
-export PATH="$BINDIR:$PATH"
 
-WORK="$(mktemp -d /tmp/pw_maillog_bench.XXXXXX)"
-chmod 0755 "$WORK"
-PGDATA="$WORK/data"
-PORT=$((20000 + RANDOM % 20000))
-export PGHOST="$WORK" PGPORT="$PORT" PGDATABASE=postgres PGUSER=postgres
-cleanup() {
-	pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 # rate COUNT SECONDS -> "N/s"
 rate() { echo "$1 $2" | awk '{ printf "%.0f", $1 / $2 }'; }
@@ -64,17 +49,12 @@ best_sql() {
 	echo "$best"
 }
 
-initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'pw_deliverability'
-pw_deliverability.maillog_directory = '$WORK'
+pw_cluster_start maillog_bench "${PW_BENCH_KEEP:-0}" <<'EOF'
+pw_deliverability.maillog_directory = '@WORK@'
 shared_buffers = 1GB
 max_wal_size = 4GB
 EOF
-pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+chmod 0755 "$WORK"
 psql_q -c 'CREATE EXTENSION pw_deliverability' -c 'CREATE EXTENSION file_fdw'
 
 echo "== generating a $LINES-line mail.log"

@@ -8,46 +8,21 @@
 #
 #   PW_BENCH_CARRIERS  carriers to generate (default 1600000)
 #   PW_BENCH_RUNS      timed runs per query (default 11)
+#   PW_BENCH_KEEP=1    leave the cluster directory behind
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" = 0 ]; then
-	chown -R postgres: "$SRC"
-	exec runuser -u postgres -- env PW_BENCH_CARRIERS="${PW_BENCH_CARRIERS:-}" \
-		PW_BENCH_RUNS="${PW_BENCH_RUNS:-}" "$0" "$@"
-fi
-
-BINDIR="$SRC/tmp_install$(pg_config --bindir)"
-if [ ! -x "$BINDIR/postgres" ]; then
-	echo "no private installation in $SRC/tmp_install: run 'make temp-install' first" >&2
-	exit 1
-fi
-export PATH="$BINDIR:$PATH"
+. "$SRC/test/lib/cluster.sh"
+pw_run_as_postgres "$@"
+pw_use_private_install
 
 CARRIERS="${PW_BENCH_CARRIERS:-1600000}"
 RUNS="${PW_BENCH_RUNS:-11}"
-WORK="$(mktemp -d /tmp/pw_ops_bench.XXXXXX)"
-PGDATA="$WORK/data"
-PORT=$((20000 + RANDOM % 20000))
-export PGHOST="$WORK" PGPORT="$PORT" PGDATABASE=postgres PGUSER=postgres
 
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-cleanup() {
-	pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-echo "== throwaway cluster in $WORK (port $PORT)"
-initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'pw_deliverability'
+pw_cluster_start ops_bench "${PW_BENCH_KEEP:-0}" <<'EOF'
 shared_buffers = 512MB
 EOF
-pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+echo "== throwaway cluster in $WORK (port $PORT)"
 psql_q -c 'CREATE EXTENSION pw_deliverability'
 psql_q -f "$SRC/test/generate_carriers.sql"
 
@@ -73,25 +48,7 @@ SELECT 'braked (default): ' || count(*) FILTER (WHERE action = 'paused') || ' pa
   FROM pw.braked_operators WHERE profile = 'default';
 EOF
 
-psql_q <<'EOF'
-CREATE FUNCTION pw_bench_median(q text, n integer) RETURNS numeric
-LANGUAGE plpgsql AS
-$$
-DECLARE
-    t  timestamptz;
-    ms numeric[] := '{}';
-BEGIN
-    EXECUTE q;      -- warm up
-    FOR i IN 1 .. n LOOP
-        t := clock_timestamp();
-        EXECUTE q;
-        ms := ms || (extract(epoch FROM clock_timestamp() - t) * 1000)::numeric;
-    END LOOP;
-    RETURN (SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY m)::numeric, 2)
-              FROM unnest(ms) AS m);
-END
-$$;
-EOF
+psql_q -f "$SRC/bench/median.sql"
 
 echo
 echo "== median ms over $RUNS runs"

@@ -13,46 +13,19 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" = 0 ]; then
-	chown -R postgres: "$SRC"
-	exec runuser -u postgres -- env PW_BENCH_CARRIERS="${PW_BENCH_CARRIERS:-}" \
-		PW_BENCH_QUOTA="${PW_BENCH_QUOTA:-}" PW_BENCH_RUNS="${PW_BENCH_RUNS:-}" \
-		PW_BENCH_REF_RUNS="${PW_BENCH_REF_RUNS:-}" PW_BENCH_KEEP="${PW_BENCH_KEEP:-}" "$0" "$@"
-fi
-
-BINDIR="$SRC/tmp_install$(pg_config --bindir)"
-if [ ! -x "$BINDIR/postgres" ]; then
-	echo "no private installation in $SRC/tmp_install: run 'make temp-install' first" >&2
-	exit 1
-fi
-export PATH="$BINDIR:$PATH"
+. "$SRC/test/lib/cluster.sh"
+pw_run_as_postgres "$@"
+pw_use_private_install
 
 CARRIERS="${PW_BENCH_CARRIERS:-1600000}"
 QUOTA="${PW_BENCH_QUOTA:-2400}"
 RUNS="${PW_BENCH_RUNS:-31}"
 REF_RUNS="${PW_BENCH_REF_RUNS:-5}"
-WORK="$(mktemp -d /tmp/pw_select_bench.XXXXXX)"
-PGDATA="$WORK/data"
-PORT=$((20000 + RANDOM % 20000))
-export PGHOST="$WORK" PGPORT="$PORT" PGDATABASE=postgres PGUSER=postgres
 
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-cleanup() {
-	pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	if [ "${PW_BENCH_KEEP:-0}" = 1 ]; then echo "cluster left in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-echo "== throwaway cluster in $WORK (port $PORT)"
-initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'pw_deliverability'
+pw_cluster_start select_bench "${PW_BENCH_KEEP:-0}" <<'EOF'
 shared_buffers = 512MB
 EOF
-pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+echo "== throwaway cluster in $WORK (port $PORT)"
 psql_q -c 'CREATE EXTENSION pw_deliverability'
 psql_q -f "$SRC/test/generate_carriers.sql"
 psql_q -f "$SRC/test/reference_select.sql"
@@ -87,26 +60,7 @@ SELECT 'candidates (unsent, in pool): default ' ||
   FROM fmcsa_carriers WHERE listmonk_sent_at IS NULL;
 EOF
 
-# Median wall time (ms, inside the server) of a query run n times.
-psql_q <<'EOF'
-CREATE FUNCTION pw_bench_median(q text, n integer) RETURNS numeric
-LANGUAGE plpgsql AS
-$$
-DECLARE
-    t  timestamptz;
-    ms numeric[] := '{}';
-BEGIN
-    EXECUTE q;      -- warm up
-    FOR i IN 1 .. n LOOP
-        t := clock_timestamp();
-        EXECUTE q;
-        ms := ms || (extract(epoch FROM clock_timestamp() - t) * 1000)::numeric;
-    END LOOP;
-    RETURN (SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY m)::numeric, 2)
-              FROM unnest(ms) AS m);
-END
-$$;
-EOF
+psql_q -f "$SRC/bench/median.sql"
 
 echo
 echo "== median latency of a run of $QUOTA (C: $RUNS runs, reference: $REF_RUNS runs)"

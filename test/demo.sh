@@ -15,15 +15,10 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
+. "$SRC/test/lib/cluster.sh"
 CARRIERS="${PW_DEMO_CARRIERS:-200000}"
 BATCH="${PW_DEMO_BATCH:-300}"
 VDAY="${PW_DEMO_DAY:-45}"
-WORK="$(mktemp -d /tmp/pw_demo.XXXXXX)"
-# Postfix's own user must reach its queue below this directory
-chmod 0711 "$WORK"
-PGDATA="$WORK/data"
-PORT="${PW_DEMO_PORT:-$((20000 + RANDOM % 20000))}"
-export PGHOST="$WORK" PGPORT="$PORT" PGDATABASE=postgres PGUSER=postgres
 export PGOPTIONS='-c client_min_messages=warning'
 NETPID=
 T0=$(date +%s%N)
@@ -33,37 +28,15 @@ step() { printf '\n== [%s s] %s\n' "$(awk -v ms="$(ms_since "$T0")" 'BEGIN { pri
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 -P footer=off "$@"; }
 psql_v() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	if [ -n "$NETPID" ]; then
-		kill -TERM "$NETPID" 2>/dev/null || true
-		wait "$NETPID" 2>/dev/null || true
-	fi
-	pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	if [ "${PW_DEMO_KEEP:-0}" = 1 ]; then
-		echo "left behind: $WORK"
-	else
-		rm -rf "$WORK" 2>/dev/null || true
-		[ ! -e "$WORK" ] || echo "could not remove all of $WORK" >&2
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+# the DNS server, receiver and Postfix go first, then the cluster
+pw_on_exit 'if [ -n "$NETPID" ]; then kill -TERM "$NETPID" 2>/dev/null; wait "$NETPID" 2>/dev/null; fi'
 
-step "throwaway cluster in $WORK (port $PORT)"
-initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'pw_deliverability'
-pw_deliverability.maillog_directory = '$WORK/maillog'
+PW_PORT="${PW_DEMO_PORT:-}" pw_cluster_start demo "${PW_DEMO_KEEP:-0}" <<'EOF'
+pw_deliverability.maillog_directory = '@WORK@/maillog'
 EOF
-pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+# Postfix's own user must reach its queue below this directory
+chmod 0711 "$WORK"
+step "throwaway cluster in $WORK (port $PORT)"
 psql_q -c 'CREATE EXTENSION pw_deliverability'
 
 step "generating $CARRIERS sample carriers"
