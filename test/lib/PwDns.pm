@@ -116,14 +116,22 @@ sub start
 		POSIX::_exit(0);
 	}
 	my $self = bless { pid => $pid, port => $port, log => $log, healfile => $healfile }, $class;
-	for (1 .. 100)
+	$self->await_start;
+	return $self;
+}
+
+# Returns once the server accepts TCP connections (dies after 10 s).
+sub await_start
+{
+	my ($self) = @_;
+	for (1 .. 200)
 	{
-		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
-		if ($s) { close $s; return $self; }
-		usleep(100_000);
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Proto => 'tcp');
+		if ($s) { close $s; return; }
+		usleep(50_000);
 	}
 	$self->stop;
-	die "DNS fixture did not start on port $port";
+	die ref($self) . " did not start on port $self->{port}";
 }
 
 # host:port for pw_deliverability.dns_servers.
@@ -141,7 +149,8 @@ sub heal
 	close $fh;
 }
 
-# Every query seen, as [name, type, proto].
+# Every query seen, as [name, type, proto] (a subclass may log more fields
+# first: {name_col} says where the name is).
 sub queries
 {
 	my ($self) = @_;
@@ -155,14 +164,15 @@ sub queries
 sub count
 {
 	my ($self, $name, $type, $proto) = @_;
+	my $c = $self->{name_col} // 0;
 	return scalar grep {
-		$_->[0] eq lc $name
-		  && (!defined $type || $_->[1] eq $type)
-		  && (!defined $proto || $_->[2] eq $proto)
+		$_->[$c] eq lc $name
+		  && (!defined $type || $_->[ $c + 1 ] eq $type)
+		  && (!defined $proto || $_->[ $c + 2 ] eq $proto)
 	} $self->queries;
 }
 
-# Stops the server.
+# Kills the server (SIGKILL, as a crash would).
 sub stop
 {
 	my ($self) = @_;

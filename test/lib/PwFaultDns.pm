@@ -25,6 +25,8 @@ package PwFaultDns;
 
 use strict;
 use warnings;
+use PwDns;
+use parent -norequire, 'PwDns';    # servers, stop, queries, count, await_start
 use Net::DNS;
 use IO::Socket::INET;
 use IO::Select;
@@ -41,6 +43,7 @@ sub start
 	$self->{records} //= {};
 	$self->{bulk} //= {};
 	$self->{port} //= PostgreSQL::Test::Cluster::get_free_port();
+	$self->{name_col} = 1;    # the log lines start with the time
 	$self->{log} = "$PostgreSQL::Test::Utils::tmp_check/pwfaultdns_$self->{port}.log";
 	unlink $self->{log};
 	$self->_spawn;
@@ -59,31 +62,7 @@ sub _spawn
 		POSIX::_exit($@ ? 1 : 0);
 	}
 	$self->{pid} = $pid;
-	for (1 .. 200)
-	{
-		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Proto => 'tcp');
-		if ($s) { close $s; return; }
-		usleep(50_000);
-	}
-	$self->stop;
-	die "fault DNS fixture did not start on port $self->{port}";
-}
-
-# host:port for pw_deliverability.dns_servers.
-sub servers
-{
-	my ($self) = @_;
-	return "127.0.0.1:$self->{port}";
-}
-
-# Kills the server (SIGKILL, as a crash would).
-sub stop
-{
-	my ($self) = @_;
-	return unless $self->{pid};
-	kill 'KILL', $self->{pid};
-	waitpid($self->{pid}, 0);
-	$self->{pid} = undef;
+	$self->await_start;
 }
 
 # Starts the server again on the same port.
@@ -94,32 +73,7 @@ sub restart
 	$self->_spawn;
 }
 
-# Every query seen: [time, name, type, proto, action].
-sub queries
-{
-	my ($self) = @_;
-	open(my $fh, '<', $self->{log}) or return ();
-	my @q = map { chomp; [ split / / ] } <$fh>;
-	close $fh;
-	return @q;
-}
-
-# The number of queries for a name (and type, and protocol) seen.
-sub count
-{
-	my ($self, $name, $type, $proto) = @_;
-	return scalar grep {
-		$_->[1] eq lc $name
-		  && (!defined $type || $_->[2] eq $type)
-		  && (!defined $proto || $_->[3] eq $proto)
-	} $self->queries;
-}
-
-sub DESTROY
-{
-	my ($self) = @_;
-	$self->stop if $self->{pid} && $$ != $self->{pid};
-}
+# (queries: [time, name, type, proto, action] each)
 
 # ---------------------------------------------------------------------------
 # the child
