@@ -122,32 +122,22 @@ die "cannot run a private Postfix here: $@\n" unless PwPostfix::available();
 
 $dns = PwDns->start(records => \%records, bulk => \%bulk);
 
-# The receiver: one process accepting connections, a child per session.
+# The receiver: decide() answers each recipient and is logged.
 my $decisions = "$work/receiver.log";
 my $greydir = "$work/greylist";
 mkdir $greydir;
-my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-	Proto => 'tcp', Listen => 64, ReuseAddr => 1) or die "receiver: $!";
-my $receiver_port = $listen->sockport;
-$receiver_pid = fork();
-die "fork: $!" unless defined $receiver_pid;
-if ($receiver_pid == 0)
-{
-	$SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
-	$SIG{CHLD} = 'IGNORE';
-	while (my $c = $listen->accept)
-	{
-		my $child = fork();
-		if (defined $child && $child == 0)
+my $receiver_port;
+($receiver_pid, $receiver_port) = PwPostfix::start_receiver(
+	host => 'mx.loopback',
+	rcpt => sub {
+		my ($what, $reply) = decide($_[0]);
+		if (open(my $log, '>>', $decisions))
 		{
-			serve($c);
-			POSIX::_exit(0);
+			print $log lc($_[0]) . " $what\n";
+			close $log;
 		}
-		close $c;
-	}
-	POSIX::_exit(0);
-}
-close $listen;
+		return $reply;
+	});
 
 my $maillog = "$work/maillog/mail.log";
 mkdir "$work/maillog";
@@ -197,47 +187,3 @@ sub decide
 	return ('accept', "250 2.1.5 Ok");
 }
 
-# One SMTP session of the receiver.
-sub serve
-{
-	my ($c) = @_;
-	$c->autoflush(1);
-	print $c "220 mx.loopback ESMTP\r\n";
-	while (my $line = <$c>)
-	{
-		$line =~ s/\r?\n$//;
-		if ($line =~ /^(EHLO|HELO)\b/i)
-		{
-			print $c "250-mx.loopback\r\n250 8BITMIME\r\n";
-		}
-		elsif ($line =~ /^RCPT TO:\s*<([^>]*)>/i)
-		{
-			my ($what, $reply) = decide($1);
-			if (open(my $log, '>>', $decisions))
-			{
-				print $log lc($1) . " $what\n";
-				close $log;
-			}
-			print $c "$reply\r\n";
-		}
-		elsif ($line =~ /^DATA/i)
-		{
-			print $c "354 End data with <CR><LF>.<CR><LF>\r\n";
-			while (my $d = <$c>)
-			{
-				last if $d =~ /^\.\r?\n$/;
-			}
-			print $c "250 2.0.0 Ok: queued\r\n";
-		}
-		elsif ($line =~ /^QUIT/i)
-		{
-			print $c "221 2.0.0 Bye\r\n";
-			last;
-		}
-		else
-		{
-			print $c "250 2.0.0 Ok\r\n";
-		}
-	}
-	close $c;
-}

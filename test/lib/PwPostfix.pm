@@ -72,29 +72,48 @@ sub available
 	return 1;
 }
 
-# Starts an SMTP receiver on a free loopback port: local parts starting with
-# "bad" are rejected with 550 5.1.1, "policy" with 550 5.7.1, "soft" with
-# 450 4.2.0; everything else is accepted.  Returns (pid, port).
+# The receiver's default answer to RCPT TO: local parts starting with "bad"
+# are rejected with 550 5.1.1, "policy" with 550 5.7.1, "soft" with 450
+# 4.2.0; everything else is accepted.
+sub default_rcpt_reply
+{
+	my ($rcpt) = @_;
+	return "550 5.1.1 <$rcpt>: Recipient address rejected: User unknown in virtual mailbox table"
+	  if $rcpt =~ /^bad/i;
+	return "550 5.7.1 <$rcpt>: Recipient address rejected: Access denied"
+	  if $rcpt =~ /^policy/i;
+	return "450 4.2.0 <$rcpt>: Recipient address rejected: Greylisted, try again later"
+	  if $rcpt =~ /^soft/i;
+	return "250 2.1.5 Ok";
+}
+
+# Starts an SMTP receiver on a free loopback port, a process per session.
+# Options: rcpt => sub { reply line for a recipient } (default_rcpt_reply),
+# host => the name it greets with.  Returns (pid, port).
 sub start_receiver
 {
+	my (%opts) = @_;
+	my $rcpt = $opts{rcpt} // \&default_rcpt_reply;
+	my $host = $opts{host} // 'sink.test';
 	my $sock = IO::Socket::INET->new(
 		LocalAddr => '127.0.0.1',
 		LocalPort => 0,
 		Proto => 'tcp',
-		Listen => 16,
+		Listen => 64,
 		ReuseAddr => 1) or die "receiver: $!";
 	my $port = $sock->sockport;
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
 	if ($pid == 0)
 	{
+		$SIG{$_} = 'DEFAULT' for qw(TERM INT HUP);
 		$SIG{CHLD} = 'IGNORE';
 		while (my $c = $sock->accept)
 		{
 			my $child = fork();
 			if (defined $child && $child == 0)
 			{
-				_serve($c);
+				_serve($c, $host, $rcpt);
 				POSIX::_exit(0);
 			}
 			close($c);
@@ -108,15 +127,15 @@ sub start_receiver
 # One SMTP session of the receiver.
 sub _serve
 {
-	my ($c) = @_;
+	my ($c, $host, $rcpt) = @_;
 	$c->autoflush(1);
-	print $c "220 sink.test ESMTP\r\n";
+	print $c "220 $host ESMTP\r\n";
 	while (my $line = <$c>)
 	{
 		$line =~ s/\r?\n$//;
 		if ($line =~ /^(EHLO|HELO)\b/i)
 		{
-			print $c "250-sink.test\r\n250 8BITMIME\r\n";
+			print $c "250-$host\r\n250 8BITMIME\r\n";
 		}
 		elsif ($line =~ /^MAIL FROM:/i)
 		{
@@ -124,23 +143,7 @@ sub _serve
 		}
 		elsif ($line =~ /^RCPT TO:\s*<([^>]*)>/i)
 		{
-			my $rcpt = $1;
-			if ($rcpt =~ /^bad/i)
-			{
-				print $c "550 5.1.1 <$rcpt>: Recipient address rejected: User unknown in virtual mailbox table\r\n";
-			}
-			elsif ($rcpt =~ /^policy/i)
-			{
-				print $c "550 5.7.1 <$rcpt>: Recipient address rejected: Access denied\r\n";
-			}
-			elsif ($rcpt =~ /^soft/i)
-			{
-				print $c "450 4.2.0 <$rcpt>: Recipient address rejected: Greylisted, try again later\r\n";
-			}
-			else
-			{
-				print $c "250 2.1.5 Ok\r\n";
-			}
+			print $c $rcpt->($1) . "\r\n";
 		}
 		elsif ($line =~ /^DATA/i)
 		{
