@@ -44,6 +44,12 @@ SET pw_deliverability.dns_servers = 'not a server list!';
 -- the tagging index
 SELECT pw.create_tagging_index();
 SELECT indexdef FROM pg_indexes WHERE indexname = 'fmcsa_carriers_pw_untagged_domain';
+-- with statistics of the domain expression, collected
+SELECT s.stxname, pg_get_statisticsobjdef_expressions(s.oid) AS expressions,
+       (SELECT count(*) FROM pg_statistic_ext_data d WHERE d.stxoid = s.oid) AS collected
+  FROM pg_statistic_ext s WHERE s.stxrelid = 'fmcsa_carriers'::regclass;
+SELECT pw.create_tagging_index();   -- again: nothing new
+SELECT count(*) FROM pg_statistic_ext WHERE stxrelid = 'fmcsa_carriers'::regclass;
 
 DROP TABLE fmcsa_carriers;
 DELETE FROM pw.mx_domains;

@@ -161,6 +161,11 @@ is($node->safe_psql('part', q{SET pw_deliverability.tag_batch_size = 40;
 is($node->safe_psql('part', q{SELECT count(*) FROM fmcsa_carriers WHERE mx_provider IS DISTINCT FROM
     CASE WHEN (id % 250 + 1) % 4 = 0 THEN 'google' ELSE 'mx:host' || ((id % 250 + 1) % 7) || '.net' END}),
 	'0', 'with the right labels');
+is($node->safe_psql('part', q{SELECT string_agg(s.stxrelid::regclass || ':' || s.stxname, ',' ORDER BY s.stxname)
+    FROM pg_statistic_ext s JOIN pg_statistic_ext_data d ON d.stxoid = s.oid}),
+	'carriers_high:carriers_high_pw_email_domain,carriers_low:carriers_low_pw_email_domain,'
+	  . 'fmcsa_carriers:fmcsa_carriers_pw_email_domain',
+	'partitioned carriers: domain statistics on the table and each partition, collected');
 $node->stop;
 
 # no background worker slot: the backend resolves by itself
