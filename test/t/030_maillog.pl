@@ -184,6 +184,31 @@ is($node->safe_psql('moved', q{SELECT string_agg(id || ':' || email_verify_resul
 	'1:hard_bounced:true,2:hard_bounced:false,3:hard_bounced:true,4:catch_all_domain:false',
 	'every carrier of a bounced address is hard_bounced, the update of the others kept');
 
+# --- ingests of two files: they read in parallel, apply one at a time -----
+append("$logs/conc_a.log", line('FFFFF00001', 'conc-a@x.test', 'sent'));
+append("$logs/conc_b.log", line('FFFFF00002', 'conc-b@x.test', 'bounced'));
+{
+	my ($in, $out, $err) = ('', '', '');
+	my $a = IPC::Run::start([ 'psql', '-X', '-At', '-d', $node->connstr('moved') ],
+		'<', \$in, '>', \$out, '2>', \$err);
+	$in .= "BEGIN;\nSELECT events FROM pw.ingest_maillog('conc_a.log');\n";
+	$a->pump until $out =~ /^1$/m;
+	# a holds its ingest's lock until it commits: b's apply waits for it
+	my $b = IPC::Run::start([ 'psql', '-X', '-At', '-d', $node->connstr('moved'), '-c',
+			"SELECT events, carriers_bounced FROM pw.ingest_maillog('conc_b.log')" ],
+		'>', \my $bout, '2>', \my $berr);
+	ok($node->poll_query_until('moved', q{SELECT count(*) = 1 FROM pg_stat_activity
+        WHERE wait_event_type = 'Lock' AND query ~ 'conc_b'}),
+		'a second ingest waits while the first is applied and not committed');
+	$in .= "COMMIT;\n\\q\n";
+	$a->finish;
+	$b->finish;
+	is($bout, "1|0\n", 'then goes on (its address is no carrier here)');
+	is($node->safe_psql('moved', q{SELECT string_agg(email || ':' || sent_count || '/' || bounce_count, ',' ORDER BY email)
+        FROM pw.deliveries WHERE email LIKE 'conc-%'}),
+		'conc-a@x.test:1/0,conc-b@x.test:0/1', 'both ingests applied');
+}
+
 # --- a backend killed mid-ingest, then a re-ingest ---------------------------
 my $big = "$logs/big.log";
 system_or_bail("perl " . pw_srcdir() . "/test/gen_maillog.pl 400000 7 rfc3339 > $big");
