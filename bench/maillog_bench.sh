@@ -6,6 +6,7 @@
 #
 # Prints lines/s and MB/s of
 #   - wc -l on a generated mail.log (the read ceiling),
+#   - the C parser alone (bench/maillog_parse_only.c, no PostgreSQL),
 #   - SELECT count(*) FROM pw.read_maillog(...),
 #   - file_fdw + regexp_match in SQL (the baseline it replaces),
 # and the throughput of pw.ingest_maillog() writing back into generated
@@ -78,6 +79,10 @@ report "wc -l" "$best" "$NLINES" "$BYTES"
 psql_q -c "SELECT count(*) FROM pw.read_maillog('mail.log')" >/dev/null	# warm the cache
 t_read=$(best_sql "SELECT count(*) FROM pw.read_maillog('mail.log')")
 report "pw.read_maillog count(*)" "$t_read" "$NLINES" "$BYTES"
+# the parser alone, outside PostgreSQL (best of 10 runs over the file in memory)
+gcc -O2 -I"$SRC/src" -o "$WORK/parse_only" "$SRC/bench/maillog_parse_only.c" "$SRC/src/maillog_parse.c"
+read -r t_parse _ _ < <("$WORK/parse_only" "$WORK/mail.log" 10)
+report "parser alone (C, no PostgreSQL)" "$t_parse" "$NLINES" "$BYTES"
 
 psql_q -c "CREATE SERVER logs FOREIGN DATA WRAPPER file_fdw" \
 	-c "CREATE FOREIGN TABLE maillog_lines (line text) SERVER logs
