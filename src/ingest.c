@@ -262,34 +262,16 @@ typedef struct AddrAgg
 	const char *mx;				/* greatest mx of its carriers (interned) */
 } AddrAgg;
 
-/* Hash table entry: an address and what was said about it */
-typedef struct AddrEntry
-{
-	const char *key;
-	uint32		hash;
-	char		status;
-	AddrAgg    *agg;
-} AddrEntry;
-
-#define SH_PREFIX addrtab
-#define SH_ELEMENT_TYPE AddrEntry
-#define SH_KEY_TYPE const char *
-#define SH_KEY key
-#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k), strlen(k))
-#define SH_EQUAL(tb, a, b) (strcmp(a, b) == 0)
-#define SH_STORE_HASH
-#define SH_GET_HASH(tb, a) ((a)->hash)
-#define SH_SCOPE static inline
-#define SH_DECLARE
-#define SH_DEFINE
-#include "lib/simplehash.h"
-
-/* Hash table entry: one copy of each operator name (see Intern()) */
+/*
+ * Hash table entry: a string, one copy of it.  Serves the addresses (with
+ * what was said about each) and the operator names (see Intern(); agg NULL).
+ */
 typedef struct StrEntry
 {
 	const char *key;
 	uint32		hash;
 	char		status;
+	AddrAgg    *agg;
 } StrEntry;
 
 #define SH_PREFIX strtab
@@ -504,7 +486,7 @@ typedef struct Ingest
 {
 	MemoryContext cxt;
 	IngestCounts *counts;
-	addrtab_hash *addrs;
+	strtab_hash *addrs;
 	AddrAgg   **list;			/* the addresses, in order of appearance */
 	int			naddrs;
 	int			maxaddrs;
@@ -697,7 +679,7 @@ static AddrAgg *
 AddrFor(Ingest *in, const char *addr)
 {
 	bool		found;
-	AddrEntry  *e = addrtab_insert(in->addrs, addr, &found);
+	StrEntry   *e = strtab_insert(in->addrs, addr, &found);
 
 	if (!found)
 	{
@@ -906,7 +888,10 @@ Intern(Ingest *in, const char *str, size_t len)
 	appendBinaryStringInfo(&in->strbuf, str, (int) len);
 	e = strtab_insert(in->strings, in->strbuf.data, &found);
 	if (!found)
+	{
 		e->key = pstrdup(in->strbuf.data);
+		e->agg = NULL;
+	}
 	MemoryContextSwitchTo(old);
 	return e->key;
 }
@@ -937,7 +922,7 @@ IngestInit(Ingest *in, IngestCounts *counts)
 	old = MemoryContextSwitchTo(in->cxt);
 	in->counts = counts;
 	INSTR_TIME_SET_CURRENT(in->phase_start);
-	in->addrs = addrtab_create(in->cxt, 1024, NULL);
+	in->addrs = strtab_create(in->cxt, 1024, NULL);
 	in->maxaddrs = 1024;
 	in->list = palloc(in->maxaddrs * sizeof(AddrAgg *));
 	initStringInfo(&in->scratch);
@@ -1528,7 +1513,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		Datum		d;
 		text	   *t;
 		bool		nonempty;
-		AddrEntry  *e;
+		StrEntry   *e;
 		uint32		h;
 		uint64		b1,
 					b2;
@@ -1551,7 +1536,7 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 		if ((filter[b1 / 8] & (1 << (b1 % 8))) == 0 ||
 			(filter[b2 / 8] & (1 << (b2 % 8))) == 0)
 			continue;
-		e = addrtab_lookup_hash(in->addrs, key.data, h);
+		e = strtab_lookup_hash(in->addrs, key.data, h);
 		if (e == NULL)
 			continue;
 
@@ -1620,6 +1605,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	AddrAgg   **bounced_list;	/* the addresses that bounced, sorted */
 	int			nbounced = 0;
 	bool		scanned = false;
+	bool		have_index;		/* the carriers have the writeback index */
 	MemoryContext old;
 
 	Phase(in, "read");
@@ -1655,8 +1641,8 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	 * or, for many addresses (or without the index), by one scan of the
 	 * carriers.
 	 */
+	have_index = HaveWritebackIndex(carriers);
 	{
-		bool		have_index = HaveWritebackIndex(carriers);
 		double		reltuples = 0;
 
 		if (have_index)
@@ -1888,7 +1874,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 							 carriers->relation, carriers->result_col, carriers->email_col,
 							 carriers->result_col);
 			counts->carriers_bounced += (int64)
-				ExecColumns(sql.data, cols, 1, SPI_OK_UPDATE, HaveWritebackIndex(carriers));
+				ExecColumns(sql.data, cols, 1, SPI_OK_UPDATE, have_index);
 		}
 	}
 
