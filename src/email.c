@@ -83,8 +83,7 @@ PwNormalizeEmailInto(StringInfo buf, const char *email, size_t len, Oid collid)
 		appendBinaryStringInfo(buf, start, end - start);
 	else
 	{
-		char	   *lowered = str_tolower(start, end - start,
-										  OidIsValid(collid) ? collid : DEFAULT_COLLATION_OID);
+		char	   *lowered = EmailLower(start, end - start, collid);
 
 		appendStringInfoString(buf, lowered);
 		pfree(lowered);
