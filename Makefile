@@ -11,9 +11,10 @@
 EXTENSION = pw_deliverability
 EXTVERSION = 0.2
 MODULE_big = pw_deliverability
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PW_SRC_DIRS = src src/common src/mx src/select src/maillog
+OBJS = $(patsubst %.c,%.o,$(sort $(foreach d,$(PW_SRC_DIRS),$(wildcard $(d)/*.c))))
 # PGXS tracks no header dependencies: every object depends on every header.
-PW_HEADERS = $(wildcard src/*.h)
+PW_HEADERS = $(foreach d,$(PW_SRC_DIRS),$(wildcard $(d)/*.h))
 
 # The install script is assembled from one fragment per concern.
 INSTALL_SQL = $(EXTENSION)--$(EXTVERSION).sql
@@ -116,9 +117,9 @@ FUZZ_HARNESSES = maillog domain classify
 FUZZ_BUILD = $(CURDIR)/test/fuzz/build
 FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -I$(CURDIR)/src
-FUZZ_SRC_maillog = src/maillog_parse.c
-FUZZ_SRC_domain = src/classify_core.c
-FUZZ_SRC_classify = src/classify_core.c
+FUZZ_SRC_maillog = src/maillog/maillog_parse.c
+FUZZ_SRC_domain = src/mx/classify_core.c
+FUZZ_SRC_classify = src/mx/classify_core.c
 FUZZ_LIBS_maillog =
 FUZZ_LIBS_domain = -lpsl
 FUZZ_LIBS_classify = -lpsl
@@ -127,7 +128,7 @@ FUZZ_LIBS_classify = -lpsl
 
 fuzz-build: $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/fuzz_%)
 
-$(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c src/maillog_parse.c src/maillog_parse.h src/classify_core.c src/classify_core.h
+$(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c src/maillog/maillog_parse.c src/maillog/maillog_parse.h src/mx/classify_core.c src/mx/classify_core.h
 	@mkdir -p $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_LIBS_$*)
 

@@ -80,7 +80,7 @@ psql_q -c "SELECT count(*) FROM pw.read_maillog('mail.log')" >/dev/null	# warm t
 t_read=$(best_sql "SELECT count(*) FROM pw.read_maillog('mail.log')")
 report "pw.read_maillog count(*)" "$t_read" "$NLINES" "$BYTES"
 # the parser alone, outside PostgreSQL (best of 10 runs over the file in memory)
-gcc -O2 -I"$SRC/src" -o "$WORK/parse_only" "$SRC/bench/maillog_parse_only.c" "$SRC/src/maillog_parse.c"
+gcc -O2 -I"$SRC/src" -o "$WORK/parse_only" "$SRC/bench/maillog_parse_only.c" "$SRC/src/maillog/maillog_parse.c"
 read -r t_parse _ _ < <("$WORK/parse_only" "$WORK/mail.log" 10)
 report "parser alone (C, no PostgreSQL)" "$t_parse" "$NLINES" "$BYTES"
 

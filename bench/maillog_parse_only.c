@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "maillog_parse.h"
+#include "maillog/maillog_parse.h"
 
 /* Seconds since an arbitrary start. */
 static double

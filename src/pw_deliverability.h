@@ -10,8 +10,6 @@
 
 #include "postgres.h"
 
-#include "lib/stringinfo.h"
-
 /* GUC prefix shared by every module */
 #define PW_GUC_PREFIX "pw_deliverability"
 
@@ -22,45 +20,18 @@
 #define PwPrefetch(p) ((void) (p))
 #endif
 
-/*
- * The user's carriers relation and the columns the extension works on, as
- * configured in pw.carriers_config and checked against the catalog.  Names
- * are already quoted for use in SQL text.
- */
-typedef struct PwCarriers
-{
-	Oid			relid;
-	char	   *relation;		/* schema-qualified, quoted */
-	char	   *id_col;
-	char	   *email_col;
-	char	   *result_col;
-	char	   *mx_col;
-} PwCarriers;
-
-/* carriers.c */
-extern void PwCarriersLoad(PwCarriers *carriers);
-extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
-								   const char *role, Oid wanted_type);
+/* Module initialisation, called by _PG_init() */
 extern void CarriersInit(void);
 
-/* email.c */
-extern char *PwNormalizeEmail(const char *email, size_t len, Oid collid);
-extern bool PwNormalizeEmailInto(StringInfo buf, const char *email, size_t len,
-								 Oid collid);
-extern char *PwEmailDomain(const char *email, size_t len, Oid collid);
-
-/* search_path.c */
-extern int	PwSafeSearchPath(void);
-
-/* resolver.c, mx_tag.c, worker.c */
+/* mx/ */
 extern void ResolverInit(void);
 extern void MxTagInit(void);
 extern void WorkerInit(void);
 
-/* select.c */
+/* select/ */
 extern void SelectInit(void);
 
-/* maillog.c */
+/* maillog/ */
 extern void MaillogInit(void);
 
 #endif							/* PW_DELIVERABILITY_H */

@@ -94,7 +94,7 @@ trap - EXIT
 
 # Count errors: all, and those with a frame in the extension (its library
 # or one of its source files).
-ourfiles=$(cd src && ls *.c | sed 's/[.]c$/[.]c/' | paste -sd'|')
+ourfiles=$(cd src && find . -name '*.c' -printf '%f\n' | sed 's/[.]c$/[.]c/' | paste -sd'|')
 total=0
 ours=0
 for f in "$logs"/*.log; do

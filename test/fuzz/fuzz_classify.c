@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "classify_core.h"
+#include "mx/classify_core.h"
 
 #define MAX_RULES 64
 #define MAX_HOSTS 32

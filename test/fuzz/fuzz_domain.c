@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "classify_core.h"
+#include "mx/classify_core.h"
 
 /* Aborts with a message when a contract of the normaliser is broken. */
 static void

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "maillog_parse.h"
+#include "maillog/maillog_parse.h"
 
 /* Aborts with a message when a contract of the parser is broken. */
 static void

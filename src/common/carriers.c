@@ -21,6 +21,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_carriers_check);

@@ -11,6 +11,7 @@
 
 #include "utils/guc.h"
 
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 /*

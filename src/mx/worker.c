@@ -30,6 +30,7 @@
 #include "utils/snapmgr.h"
 
 #include "mx.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_wake_tagger);

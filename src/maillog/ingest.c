@@ -54,6 +54,7 @@
 #include "utils/varlena.h"
 
 #include "maillog.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_ingest_maillog);

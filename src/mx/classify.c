@@ -18,6 +18,7 @@
 
 #include "classify_core.h"
 #include "mx.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_classify_mx);

@@ -37,6 +37,7 @@
 #include "utils/resowner.h"
 
 #include "mx.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PGDLLEXPORT void pw_dns_process_main(Datum arg);

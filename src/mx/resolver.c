@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "mx.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 /* Socket receive buffer asked of the kernel (bytes) */

@@ -27,6 +27,7 @@
 
 #include "maillog.h"
 #include "maillog_parse.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_read_maillog);

@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 
 #include "mx.h"
+#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_mx_tag);
