@@ -9,7 +9,7 @@
 #   make demo            the main job end to end on the embedded default
 
 EXTENSION = pw_deliverability
-EXTVERSION = 0.2
+EXTVERSION = 0.3
 MODULE_big = pw_deliverability
 PW_SRC_DIRS = src src/common src/mx src/select src/maillog
 OBJS = $(patsubst %.c,%.o,$(sort $(foreach d,$(PW_SRC_DIRS),$(wildcard $(d)/*.c))))

@@ -143,7 +143,13 @@ is($node->safe_psql('up', q{
 is($node->safe_psql('up', qq{SELECT "offset" = ${\ -s $log} AND tail IS NOT NULL FROM pw.maillog_files}),
 	't', 'offset and tail advanced');
 
-# --- catalog of an updated install == a fresh 0.2 install -----------------------
+# --- ALTER EXTENSION UPDATE to the current version ------------------------------
+$node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE});
+is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
+	$node->safe_psql('up', q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'}),
+	'updated to the default version');
+
+# --- catalog of an updated install == a fresh install of the current version ----
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION pw_deliverability');
 my $catalog_sql = q{
@@ -189,9 +195,9 @@ SELECT format('dump %s %s', c.relname, e.extcondition[i])
 my @updated = split /\n/, $node->safe_psql('up', $catalog_sql);
 my @fresh = split /\n/, $node->safe_psql('fresh', $catalog_sql);
 ok(@fresh > 300, 'catalog listing is substantial (' . scalar(@fresh) . ' lines)');
-is_deeply(\@updated, \@fresh, 'an updated 0.1 install has the catalog of a fresh 0.2 install');
+is_deeply(\@updated, \@fresh, 'an install updated from 0.1 has the catalog of a fresh install');
 
-# --- dump/restore of 0.2 ----------------------------------------------------------
+# --- dump/restore of the current version ----------------------------------------------------------
 # A seeded row edited under 0.2 (the verify profile) and a seeded row deleted
 # then added back differently.
 $node->safe_psql('up', q{
