@@ -21,7 +21,7 @@
 
 /* The index of a source file in in->sources, added if new. */
 int
-MaillogSourceIndex(Ingest *in, const char *path)
+MaillogSourceIndex(MaillogIngest *in, const char *path)
 {
 	for (int i = 0; i < in->nsources; i++)
 		if (strcmp(in->sources[i], path) == 0)
@@ -34,7 +34,7 @@ MaillogSourceIndex(Ingest *in, const char *path)
 
 /* Whether source i sorts after source j (as max() on text would). */
 static bool
-SourceAfter(Ingest *in, int i, int j)
+SourceAfter(MaillogIngest *in, int i, int j)
 {
 	return varstr_cmp(in->sources[i], strlen(in->sources[i]),
 					  in->sources[j], strlen(in->sources[j]),
@@ -43,7 +43,7 @@ SourceAfter(Ingest *in, int i, int j)
 
 /* The date of a time in the session time zone (as timestamptz::date). */
 static DateADT
-DayOf(Ingest *in, TimestampTz when)
+DayOf(MaillogIngest *in, TimestampTz when)
 {
 	if (!in->have_day || when < in->day_start || when >= in->day_end)
 	{
@@ -64,7 +64,7 @@ DayOf(Ingest *in, TimestampTz when)
  * it is empty.  lower() is only called when it could change something.
  */
 static const char *
-NormAddress(Ingest *in, const MaillogRecord *rec)
+NormAddress(MaillogIngest *in, const MaillogRecord *rec)
 {
 	const MaillogField *f = rec->orig_recipient.ptr != NULL && rec->orig_recipient.len > 0 ?
 		&rec->orig_recipient : &rec->recipient;
@@ -77,7 +77,7 @@ NormAddress(Ingest *in, const MaillogRecord *rec)
 
 /* The aggregate of an address, created if new. */
 AddrAgg *
-MaillogAddrFor(Ingest *in, const char *addr)
+MaillogAddrFor(MaillogIngest *in, const char *addr)
 {
 	bool		found;
 	StrEntry   *e = strtab_insert(in->addrs, addr, &found);
@@ -105,7 +105,7 @@ MaillogAddrFor(Ingest *in, const char *addr)
  * (of a bounce) are kept as given.
  */
 void
-MaillogAddOutcome(Ingest *in, AddrAgg *a, EventKind kind, TimestampTz when,
+MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind, TimestampTz when,
 		   char *dsn, char *reason, int source)
 {
 	DateADT		day = DayOf(in, when);
@@ -188,7 +188,7 @@ KindOf(const MaillogField *status)
 static void
 IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_offset)
 {
-	Ingest	   *in = (Ingest *) arg;
+	MaillogIngest *in = (MaillogIngest *) arg;
 	EventKind	kind = KindOf(&rec->status);
 	MemoryContext old = MemoryContextSwitchTo(in->cxt);
 	const char *addr;
@@ -233,7 +233,7 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
  * operator names are then the same pointer.
  */
 const char *
-MaillogIntern(Ingest *in, const char *str, size_t len)
+MaillogIntern(MaillogIngest *in, const char *str, size_t len)
 {
 	bool		found;
 	StrEntry   *e;
@@ -253,7 +253,7 @@ MaillogIntern(Ingest *in, const char *str, size_t len)
 
 /* Logs (DEBUG1) how long the phase that just ended took. */
 void
-MaillogPhaseDone(Ingest *in, const char *name)
+MaillogPhaseDone(MaillogIngest *in, const char *name)
 {
 	instr_time	now;
 
@@ -265,9 +265,9 @@ MaillogPhaseDone(Ingest *in, const char *name)
 	INSTR_TIME_SET_CURRENT(in->phase_start);
 }
 
-/* Sets up an empty Ingest in its own memory context. */
+/* Sets up an empty MaillogIngest in its own memory context. */
 void
-MaillogIngestInit(Ingest *in, IngestCounts *counts)
+MaillogIngestInit(MaillogIngest *in, MaillogIngestCounts *counts)
 {
 	MemoryContext old;
 
@@ -293,7 +293,7 @@ MaillogIngestInit(Ingest *in, IngestCounts *counts)
 
 /* Reads one segment of a log into the aggregates. */
 void
-MaillogReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts)
+MaillogReadSegment(MaillogIngest *in, const MaillogSegment *seg, MaillogIngestCounts *counts)
 {
 	MaillogReadStats st;
 	MemoryContext old = MemoryContextSwitchTo(in->cxt);
@@ -341,7 +341,7 @@ SortAddrCmp(const SortAddr *x, const SortAddr *y)
 
 /* The addresses sorted in byte order, into a new array. */
 AddrAgg **
-MaillogSortAddresses(Ingest *in)
+MaillogSortAddresses(MaillogIngest *in)
 {
 	SortAddr   *keys = palloc(in->naddrs * sizeof(SortAddr));
 	AddrAgg   **sorted = palloc(in->naddrs * sizeof(AddrAgg *));

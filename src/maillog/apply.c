@@ -118,7 +118,7 @@ LookUpProfile(const char *given, const char *canon)
  * the addresses that bounced.
  */
 static void
-BatchAddresses(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
+BatchAddresses(MaillogIngest *in, AddrAgg **sorted, MaillogIngestCounts *counts,
 			   PwEphemeralRel *rows, BouncedList *bounced)
 {
 	static const char *const names[ADDR_NCOLUMNS] = {"addr", "first_sent_at",
@@ -185,7 +185,7 @@ BatchAddresses(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
  * Collects the addresses that bounced into *bounced.
  */
 static void
-ApplyDeliveries(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
+ApplyDeliveries(MaillogIngest *in, AddrAgg **sorted, MaillogIngestCounts *counts,
 				BouncedList *bounced)
 {
 	PwEphemeralRel rows;
@@ -195,24 +195,24 @@ ApplyDeliveries(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
 	PwEphemeralRelRegister(&rows);
 	MaillogPhaseDone(in, "deliveries batched");
 	PwSpiRun("WITH u AS ("
-		 "   UPDATE pw.deliveries d SET"
-		 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
-		 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
-		 "     sent_count = d.sent_count + s.sent_count,"
-		 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
-		 "     deferred_count = d.deferred_count + s.deferred_count,"
-		 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
-		 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-		 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
-		 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
-		 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
-		 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
-		 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
-		 "     bounce_count = d.bounce_count + s.bounce_count,"
-		 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
-		 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
-		 "   RETURNING 1)"
-		 " SELECT count(*) FROM u",
+			 "   UPDATE pw.deliveries d SET"
+			 "     first_sent_at = least(d.first_sent_at, s.first_sent_at),"
+			 "     last_sent_at = greatest(d.last_sent_at, s.last_sent_at),"
+			 "     sent_count = d.sent_count + s.sent_count,"
+			 "     last_deferred_at = greatest(d.last_deferred_at, s.last_deferred_at),"
+			 "     deferred_count = d.deferred_count + s.deferred_count,"
+			 "     bounce_dsn = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_dsn ELSE d.bounce_dsn END,"
+			 "     bounce_reason = CASE WHEN s.bounced_at IS NOT NULL AND"
+			 "       (d.bounced_at IS NULL OR s.bounced_at >= d.bounced_at)"
+			 "       THEN s.bounce_reason ELSE d.bounce_reason END,"
+			 "     bounced_at = greatest(d.bounced_at, s.bounced_at),"
+			 "     bounce_count = d.bounce_count + s.bounce_count,"
+			 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
+			 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
+			 "   RETURNING 1)"
+			 " SELECT count(*) FROM u",
 			 SPI_OK_SELECT);
 
 	/*
@@ -222,14 +222,14 @@ ApplyDeliveries(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
 	updated = PwSpiGetInt64(0, DELIVERIES_UPDATED);
 	if (updated < rows.n)
 		PwSpiRun(psprintf("INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count,"
-					  "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
-					  "   bounce_reason, source, in_carriers, mx_provider)"
-					  " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
-					  "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
-					  "   s.source, s.in_carriers, s.mx"
-					  "   FROM pw_ingest_addresses s%s",
-					  updated == 0 ? "" :
-					  " WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)"),
+						  "   last_deferred_at, deferred_count, bounced_at, bounce_count, bounce_dsn,"
+						  "   bounce_reason, source, in_carriers, mx_provider)"
+						  " SELECT s.addr, s.first_sent_at, s.last_sent_at, s.sent_count, s.last_deferred_at,"
+						  "   s.deferred_count, s.bounced_at, s.bounce_count, s.bounce_dsn, s.bounce_reason,"
+						  "   s.source, s.in_carriers, s.mx"
+						  "   FROM pw_ingest_addresses s%s",
+						  updated == 0 ? "" :
+						  " WHERE NOT EXISTS (SELECT 1 FROM pw.deliveries d WHERE d.email = s.addr)"),
 				 SPI_OK_INSERT);
 	PwEphemeralRelDrop(&rows);
 	MaillogPhaseDone(in, "deliveries");
@@ -237,7 +237,7 @@ ApplyDeliveries(Ingest *in, AddrAgg **sorted, IngestCounts *counts,
 
 /* Adds the outcomes per day and operator to pw.maillog_daily. */
 static void
-ApplyDaily(Ingest *in, const char *profile)
+ApplyDaily(MaillogIngest *in, const char *profile)
 {
 	dailytab_hash *daily = dailytab_create(in->cxt, 256, NULL);
 	const char *not_carrier = MaillogIntern(in, "(not a carrier)", strlen("(not a carrier)"));
@@ -282,12 +282,12 @@ ApplyDaily(Ingest *in, const char *profile)
 		PwColumnAdd(&c[4], Int64GetDatum(e->bounced), false);
 	}
 	PwSpiExecuteColumns(psprintf("INSERT INTO pw.maillog_daily AS m (day, mx_provider, profile, sent, deferred, bounced)"
-						   " SELECT day, op, %s, sent, deferred, bounced"
-						   "   FROM unnest($1, $2, $3, $4, $5) AS x(day, op, sent, deferred, bounced)"
-						   " ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
-						   "   sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
-						   "   bounced = m.bounced + EXCLUDED.bounced",
-quote_literal_cstr(profile)),
+								 " SELECT day, op, %s, sent, deferred, bounced"
+								 "   FROM unnest($1, $2, $3, $4, $5) AS x(day, op, sent, deferred, bounced)"
+								 " ON CONFLICT (day, mx_provider, profile) DO UPDATE SET"
+								 "   sent = m.sent + EXCLUDED.sent, deferred = m.deferred + EXCLUDED.deferred,"
+								 "   bounced = m.bounced + EXCLUDED.bounced",
+								 quote_literal_cstr(profile)),
 						cols, 5, SPI_OK_INSERT, 0);
 	MaillogPhaseDone(in, "daily outcomes");
 }
@@ -297,7 +297,7 @@ quote_literal_cstr(profile)),
  * (in physical order, no index probe).  Returns how many were marked.
  */
 static uint64
-MarkBouncedRowVersions(Ingest *in, PwCarriers *carriers)
+MarkBouncedRowVersions(MaillogIngest *in, PwCarriers *carriers)
 {
 	PwColumn	tids;
 	PwColumn   *cols[1] = {&tids};
@@ -350,7 +350,7 @@ MarkBouncedAddresses(PwCarriers *carriers, const BouncedList *bounced, bool have
  * since has a new row version, so if any was missed, by the addresses again.
  */
 static void
-WriteBackHardBounces(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
+WriteBackHardBounces(MaillogIngest *in, PwCarriers *carriers, MaillogIngestCounts *counts,
 					 const BouncedList *bounced, bool scanned, bool have_index)
 {
 	bool		by_address = !scanned;
@@ -370,7 +370,7 @@ WriteBackHardBounces(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 /* Adds the bounced addresses to the suppression list (the first bounce's reason is kept). */
 static void
-SuppressHardBounces(Ingest *in, IngestCounts *counts, const BouncedList *bounced)
+SuppressHardBounces(MaillogIngest *in, MaillogIngestCounts *counts, const BouncedList *bounced)
 {
 	PwColumn	c[5];
 	PwColumn   *cols[5];
@@ -394,14 +394,14 @@ SuppressHardBounces(Ingest *in, IngestCounts *counts, const BouncedList *bounced
 	if (c[0].n > 0)
 		counts->suppressed = (int64)
 			PwSpiExecuteColumns("INSERT INTO pw.suppressions (email, reason, source, created_at)"
-							" SELECT addr, 'hard bounce' || coalesce(' ' || dsn, '') || coalesce(': ' || reason, ''),"
-							"        source, logged_at"
-							"   FROM unnest($1, $2, $3, $4, $5) AS b(addr, dsn, reason, source, logged_at)"
-							"  WHERE addr LIKE '%_@_%'"
-							"    AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
-							"                     WHERE s.email = pw.normalize_email(b.addr))"
-							" ON CONFLICT (email) DO NOTHING",
-cols, 5, SPI_OK_INSERT, 0);
+								" SELECT addr, 'hard bounce' || coalesce(' ' || dsn, '') || coalesce(': ' || reason, ''),"
+								"        source, logged_at"
+								"   FROM unnest($1, $2, $3, $4, $5) AS b(addr, dsn, reason, source, logged_at)"
+								"  WHERE addr LIKE '%_@_%'"
+								"    AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
+								"                     WHERE s.email = pw.normalize_email(b.addr))"
+								" ON CONFLICT (email) DO NOTHING",
+								cols, 5, SPI_OK_INSERT, 0);
 	MaillogPhaseDone(in, "suppressions");
 }
 
@@ -413,7 +413,7 @@ cols, 5, SPI_OK_INSERT, 0);
  * passed, or its canonical path), '' if none.
  */
 void
-MaillogApply(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
+MaillogApply(MaillogIngest *in, PwCarriers *carriers, MaillogIngestCounts *counts,
 			 const char *given, const char *canon)
 {
 	char	   *profile;

@@ -73,7 +73,7 @@ HaveWritebackIndex(PwCarriers *carriers)
 
 /* Keeps mx in a->mx when it sorts after it in the collation mxcoll (max(mx)). */
 static inline void
-KeepGreatestMx(Ingest *in, AddrAgg *a, Datum mx, Oid mxcoll)
+KeepGreatestMx(MaillogIngest *in, AddrAgg *a, Datum mx, Oid mxcoll)
 {
 	text	   *t = DatumGetTextPP(mx);
 
@@ -89,7 +89,7 @@ KeepGreatestMx(Ingest *in, AddrAgg *a, Datum mx, Oid mxcoll)
  * greatest mx, and whether one of them is not hard_bounced yet.
  */
 static void
-JoinCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers, bool probe)
+JoinCarriers(MaillogIngest *in, AddrAgg **sorted, PwCarriers *carriers, bool probe)
 {
 	PwColumn	addrs;
 	PwColumn   *cols[1] = {&addrs};
@@ -157,7 +157,7 @@ ScanReadable(PwCarriers *carriers, const PwCarrierColumn *att, bool table_select
  * size in bits in *nbits.
  */
 static uint8 *
-BuildAddressFilter(Ingest *in, uint64 *nbits)
+BuildAddressFilter(MaillogIngest *in, uint64 *nbits)
 {
 	uint64		size = 1024;
 	uint8	   *filter;
@@ -195,7 +195,7 @@ FilterMayHold(const uint8 *filter, uint64 nbits, uint32 h)
  * is not hard_bounced yet, its row version to mark if the address bounced.
  */
 static inline void
-NoteScannedCarrier(Ingest *in, AddrAgg *a, TupleTableSlot *slot,
+NoteScannedCarrier(MaillogIngest *in, AddrAgg *a, TupleTableSlot *slot,
 				   const PwCarrierColumn *mx, const PwCarrierColumn *result)
 {
 	bool		isnull;
@@ -238,7 +238,7 @@ NoteScannedCarrier(Ingest *in, AddrAgg *a, TupleTableSlot *slot,
  * nondeterministic collations, privileges short of SELECT on the columns).
  */
 static bool
-ScanCarriers(Ingest *in, PwCarriers *carriers)
+ScanCarriers(MaillogIngest *in, PwCarriers *carriers)
 {
 	const PwCarrierColumn *email = &carriers->email_att;
 	const PwCarrierColumn *mx = &carriers->mx_att;
@@ -337,7 +337,7 @@ CarriersReltuples(PwCarriers *carriers)
  * have the writeback index.
  */
 bool
-MaillogMatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers,
+MaillogMatchCarriers(MaillogIngest *in, AddrAgg **sorted, PwCarriers *carriers,
 					 bool *have_index)
 {
 	double		reltuples = 0;

@@ -155,14 +155,14 @@ SameFile(const char *path, const struct stat *sb, const FileState *state)
  * if it is path.1 (true), or a warning that lines were lost (false).
  */
 static bool
-RotatedSegment(const char *canon, const FileState *state, Segment *seg)
+RotatedSegment(const char *canon, const FileState *state, MaillogSegment *seg)
 {
 	char	   *rotated = psprintf("%s.1", canon);
 	struct stat rsb;
 
 	if (StatPath(rotated, &rsb) && SameFile(rotated, &rsb, state))
 	{
-		*seg = (Segment) {MaillogResolvePath(rotated), state->offset,
+		*seg = (MaillogSegment) {MaillogResolvePath(rotated), state->offset,
 			(uint64) rsb.st_dev, (uint64) rsb.st_ino};
 		return true;
 	}
@@ -182,7 +182,7 @@ RotatedSegment(const char *canon, const FileState *state, Segment *seg)
  * number of segments.
  */
 int
-MaillogFileStatePlan(const char *canon, Segment *segs, struct stat *sb)
+MaillogFileStatePlan(const char *canon, MaillogSegment *segs, struct stat *sb)
 {
 	FileState	state;
 	int			nsegs = 0;
@@ -200,13 +200,13 @@ MaillogFileStatePlan(const char *canon, Segment *segs, struct stat *sb)
 	if (state.known && SameFile(canon, sb, &state))
 	{
 		/* the same file, grown or not */
-		segs[nsegs++] = (Segment) {(char *) canon, state.offset,
+		segs[nsegs++] = (MaillogSegment) {(char *) canon, state.offset,
 			(uint64) sb->st_dev, (uint64) sb->st_ino};
 		return nsegs;
 	}
 	if (state.known && RotatedSegment(canon, &state, &segs[nsegs]))
 		nsegs++;
-	segs[nsegs++] = (Segment) {(char *) canon, 0, (uint64) sb->st_dev, (uint64) sb->st_ino};
+	segs[nsegs++] = (MaillogSegment) {(char *) canon, 0, (uint64) sb->st_dev, (uint64) sb->st_ino};
 	return nsegs;
 }
 
@@ -215,7 +215,8 @@ MaillogFileStatePlan(const char *canon, Segment *segs, struct stat *sb)
  * the bytes before the new offset to recognise the file next time.
  */
 void
-MaillogFileStateSave(const char *canon, const struct stat *sb, const IngestCounts *counts)
+MaillogFileStateSave(const char *canon, const struct stat *sb,
+					 const MaillogIngestCounts *counts)
 {
 	bytea	   *new_tail = ReadTail(canon, counts->end_offset, (uint64) sb->st_dev,
 									(uint64) sb->st_ino);

@@ -59,12 +59,13 @@ CheckReadPrivilege(void)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, "read_maillog");
 }
 
-/* Reads the planned segments of a log into a new Ingest and applies them. */
+/* Reads the planned segments of a log into a new MaillogIngest and applies them. */
 static void
-ReadAndApply(PwCarriers *carriers, IngestCounts *counts, const Segment *segs,
-			 int nsegs, const char *given, const char *canon, instr_time *t_read)
+ReadAndApply(PwCarriers *carriers, MaillogIngestCounts *counts,
+			 const MaillogSegment *segs, int nsegs, const char *given,
+			 const char *canon, instr_time *t_read)
 {
-	Ingest		in;
+	MaillogIngest in;
 
 	MaillogIngestInit(&in, counts);
 	for (int i = 0; i < nsegs; i++)
@@ -76,7 +77,7 @@ ReadAndApply(PwCarriers *carriers, IngestCounts *counts, const Segment *segs,
 
 /* The row pw.ingest_maillog() returns. */
 static Datum
-IngestResult(TupleDesc tupdesc, const IngestCounts *counts)
+IngestResult(TupleDesc tupdesc, const MaillogIngestCounts *counts)
 {
 	Datum		values[INGEST_RESULT_COLS];
 	bool		nulls[INGEST_RESULT_COLS] = {0};
@@ -108,10 +109,10 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	char	   *given = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *canon = MaillogResolvePath(given);
 	PwCarriers	carriers;
-	IngestCounts counts;
+	MaillogIngestCounts counts;
 	TupleDesc	tupdesc;
 	struct stat sb;
-	Segment		segs[2];
+	MaillogSegment segs[2];
 	int			nsegs;
 	MemoryContext callerctx = CurrentMemoryContext;
 	int			nestlevel;

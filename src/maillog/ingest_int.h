@@ -29,16 +29,16 @@
 #define MAILLOG_PENDING_WINDOW "30 days"
 
 /* One stretch of a file to read. */
-typedef struct Segment
+typedef struct MaillogSegment
 {
 	char	   *path;			/* canonical */
 	int64		start;
 	uint64		dev;
 	uint64		inode;
-} Segment;
+} MaillogSegment;
 
 /* Counts returned by pw.ingest_maillog() */
-typedef struct IngestCounts
+typedef struct MaillogIngestCounts
 {
 	int32		files;
 	int64		lines;
@@ -53,7 +53,7 @@ typedef struct IngestCounts
 	int64		unknown;
 	int64		suppressed;
 	int64		end_offset;
-} IngestCounts;
+} MaillogIngestCounts;
 
 /* What a delivery-status line means for the writeback. */
 typedef enum EventKind
@@ -185,15 +185,15 @@ typedef struct ExpiryEvent
 {
 	char	   *qid;
 	TimestampTz at;
-	TimestampTz since;			/* at - PENDING_WINDOW: older deferrals are forgotten */
+	TimestampTz since;			/* at - MAILLOG_PENDING_WINDOW: older deferrals are forgotten */
 	int			source;
 } ExpiryEvent;
 
 /* What one call has read so far, in its own memory context. */
-typedef struct Ingest
+typedef struct MaillogIngest
 {
 	MemoryContext cxt;
-	IngestCounts *counts;
+	MaillogIngestCounts *counts;
 	strtab_hash *addrs;
 	AddrAgg   **list;			/* the addresses, in order of appearance */
 	int			naddrs;
@@ -225,37 +225,42 @@ typedef struct Ingest
 	ItemPointerData *btids;
 	int64		nbtids;
 	int64		maxbtids;
-} Ingest;
+} MaillogIngest;
 
 /* aggregate.c */
-extern void MaillogIngestInit(Ingest *in, IngestCounts *counts);
-extern void MaillogReadSegment(Ingest *in, const Segment *seg, IngestCounts *counts);
-extern int	MaillogSourceIndex(Ingest *in, const char *path);
-extern AddrAgg *MaillogAddrFor(Ingest *in, const char *addr);
-extern void MaillogAddOutcome(Ingest *in, AddrAgg *a, EventKind kind, TimestampTz when,
-							  char *dsn, char *reason, int source);
-extern const char *MaillogIntern(Ingest *in, const char *str, size_t len);
-extern void MaillogPhaseDone(Ingest *in, const char *name);
-extern AddrAgg **MaillogSortAddresses(Ingest *in);
+extern void MaillogIngestInit(MaillogIngest *in, MaillogIngestCounts *counts);
+extern void MaillogReadSegment(MaillogIngest *in, const MaillogSegment *seg,
+							   MaillogIngestCounts *counts);
+extern int	MaillogSourceIndex(MaillogIngest *in, const char *path);
+extern AddrAgg *MaillogAddrFor(MaillogIngest *in, const char *addr);
+extern void MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind,
+							  TimestampTz when, char *dsn, char *reason,
+							  int source);
+extern const char *MaillogIntern(MaillogIngest *in, const char *str, size_t len);
+extern void MaillogPhaseDone(MaillogIngest *in, const char *name);
+extern AddrAgg **MaillogSortAddresses(MaillogIngest *in);
 
 /* pending.c */
-extern void MaillogNoteDeferral(Ingest *in, PairKey key, const MaillogRecord *rec,
-								TimestampTz when);
-extern void MaillogNoteDone(Ingest *in, PairKey key, TimestampTz when);
-extern void MaillogNoteExpiry(Ingest *in, const MaillogRecord *rec, TimestampTz when);
-extern void MaillogApplyPending(Ingest *in);
+extern void MaillogNoteDeferral(MaillogIngest *in, PairKey key,
+								const MaillogRecord *rec, TimestampTz when);
+extern void MaillogNoteDone(MaillogIngest *in, PairKey key, TimestampTz when);
+extern void MaillogNoteExpiry(MaillogIngest *in, const MaillogRecord *rec,
+							  TimestampTz when);
+extern void MaillogApplyPending(MaillogIngest *in);
 
 /* carriers_match.c */
-extern bool MaillogMatchCarriers(Ingest *in, AddrAgg **sorted, PwCarriers *carriers,
-								 bool *have_index);
+extern bool MaillogMatchCarriers(MaillogIngest *in, AddrAgg **sorted,
+								 PwCarriers *carriers, bool *have_index);
 
 /* apply.c */
-extern void MaillogApply(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
-						 const char *given, const char *canon);
+extern void MaillogApply(MaillogIngest *in, PwCarriers *carriers,
+						 MaillogIngestCounts *counts, const char *given,
+						 const char *canon);
 
 /* file_state.c */
-extern int	MaillogFileStatePlan(const char *canon, Segment *segs, struct stat *sb);
+extern int	MaillogFileStatePlan(const char *canon, MaillogSegment *segs,
+								 struct stat *sb);
 extern void MaillogFileStateSave(const char *canon, const struct stat *sb,
-								 const IngestCounts *counts);
+								 const MaillogIngestCounts *counts);
 
 #endif							/* PW_MAILLOG_INGEST_INT_H */

@@ -50,7 +50,7 @@ typedef struct ExpiryBounces
 
 /* Keeps a recipient's deferral (the latest one) as possibly pending. */
 void
-MaillogNoteDeferral(Ingest *in, PairKey key, const MaillogRecord *rec, TimestampTz when)
+MaillogNoteDeferral(MaillogIngest *in, PairKey key, const MaillogRecord *rec, TimestampTz when)
 {
 	bool		found;
 	PairEntry  *e = pairtab_insert(in->pairs, key, &found);
@@ -77,7 +77,7 @@ MaillogNoteDeferral(Ingest *in, PairKey key, const MaillogRecord *rec, Timestamp
 
 /* Keeps a recipient's delivery or bounce: it is no longer pending. */
 void
-MaillogNoteDone(Ingest *in, PairKey key, TimestampTz when)
+MaillogNoteDone(MaillogIngest *in, PairKey key, TimestampTz when)
 {
 	if (in->ndone == in->maxdone)
 	{
@@ -92,7 +92,7 @@ MaillogNoteDone(Ingest *in, PairKey key, TimestampTz when)
 
 /* Keeps a message's expiry (a qmgr line without a recipient). */
 void
-MaillogNoteExpiry(Ingest *in, const MaillogRecord *rec, TimestampTz when)
+MaillogNoteExpiry(MaillogIngest *in, const MaillogRecord *rec, TimestampTz when)
 {
 	in->counts->expired++;
 	if (rec->queue_id.ptr == NULL)
@@ -143,7 +143,7 @@ ExpiryBounceCmp(const void *a, const void *b)
  * deferral, within MAILLOG_PENDING_WINDOW of it.  NULL if none.
  */
 static ExpiryEvent *
-ExpiryFor(Ingest *in, const char *qid, TimestampTz deferred_at)
+ExpiryFor(MaillogIngest *in, const char *qid, TimestampTz deferred_at)
 {
 	int64		lo = 0,
 				hi = in->nexps;
@@ -183,7 +183,7 @@ ExpiryBounceAppend(ExpiryBounces *bounces)
  * stored); returns how many there are.
  */
 static uint64
-LoadStoredPending(Ingest *in)
+LoadStoredPending(MaillogIngest *in)
 {
 	uint64		nstored = PwSpiRun("SELECT queue_id, email FROM pw.maillog_pending",
 								   SPI_OK_SELECT);
@@ -211,7 +211,7 @@ LoadStoredPending(Ingest *in)
 
 /* Marks the latest delivery or bounce of each recipient that may be pending. */
 static void
-MarkLatestDone(Ingest *in)
+MarkLatestDone(MaillogIngest *in)
 {
 	for (int64 i = 0; i < in->ndone; i++)
 	{
@@ -230,7 +230,7 @@ MarkLatestDone(Ingest *in)
  * these lines (marked expired, added to bounces); sorts in->exps.
  */
 static void
-BounceExpiredHere(Ingest *in, ExpiryBounces *bounces)
+BounceExpiredHere(MaillogIngest *in, ExpiryBounces *bounces)
 {
 	Interval   *window = DatumGetIntervalP(DirectFunctionCall3(interval_in,
 															   CStringGetDatum(MAILLOG_PENDING_WINDOW),
@@ -269,7 +269,7 @@ BounceExpiredHere(Ingest *in, ExpiryBounces *bounces)
 
 /* Stores the deferrals still open at the end of these lines. */
 static void
-StoreOpenDeferrals(Ingest *in)
+StoreOpenDeferrals(MaillogIngest *in)
 {
 	PwColumn	c[6];
 	PwColumn   *cols[6];
@@ -306,7 +306,7 @@ StoreOpenDeferrals(Ingest *in)
 
 /* Deletes the stored recipients sent or bounced since their deferral. */
 static void
-DeleteSettledPending(Ingest *in)
+DeleteSettledPending(MaillogIngest *in)
 {
 	PwColumn	c[3];
 	PwColumn   *cols[3] = {&c[0], &c[1], &c[2]};
@@ -338,7 +338,7 @@ DeleteSettledPending(Ingest *in)
  * from the table, added to bounces).
  */
 static void
-BounceStoredExpired(Ingest *in, ExpiryBounces *bounces)
+BounceStoredExpired(MaillogIngest *in, ExpiryBounces *bounces)
 {
 	PwColumn	c[3];
 	PwColumn   *cols[3] = {&c[0], &c[1], &c[2]};
@@ -378,7 +378,7 @@ BounceStoredExpired(Ingest *in, ExpiryBounces *bounces)
 
 /* Adds the expiry bounces to the aggregates, in one order whichever way they were found. */
 static void
-AddExpiryBounces(Ingest *in, ExpiryBounces *bounces)
+AddExpiryBounces(MaillogIngest *in, ExpiryBounces *bounces)
 {
 	if (bounces->n > 0)
 		qsort(bounces->items, bounces->n, sizeof(ExpiryBounce), ExpiryBounceCmp);
@@ -395,7 +395,7 @@ AddExpiryBounces(Ingest *in, ExpiryBounces *bounces)
 
 /* Forgets the deferrals too old for any expiry line to come. */
 static void
-ForgetOldDeferrals(Ingest *in)
+ForgetOldDeferrals(MaillogIngest *in)
 {
 	Oid			types[1] = {TIMESTAMPTZOID};
 	Datum		values[1] = {TimestampTzGetDatum(in->max_logged_at)};
@@ -422,7 +422,7 @@ ForgetOldDeferrals(Ingest *in)
  * such expiry is the bounce's).
  */
 void
-MaillogApplyPending(Ingest *in)
+MaillogApplyPending(MaillogIngest *in)
 {
 	ExpiryBounces bounces = {NULL, 0, 0};
 	uint64		nstored = 0;
