@@ -3,8 +3,9 @@
  * aggregate.c
  *	  The lines of a log being ingested, aggregated while they are read: one
  *	  entry per (normalised) address with its outcomes per day, the files
- *	  read, the interned operator names, and the addresses sorted for the
- *	  writeback.
+ *	  read, the interned operator names, the deferrals, deliveries and
+ *	  expiries by queue id that pending.c applies, and the addresses sorted
+ *	  for the writeback.
  *
  *-------------------------------------------------------------------------
  */
@@ -180,6 +181,67 @@ KindOf(const MaillogField *status)
 	return KIND_OTHER;
 }
 
+/* Keeps a recipient's deferral (the latest one) as possibly pending. */
+static void
+NoteDeferral(MaillogIngest *in, PairKey key, const MaillogRecord *rec,
+			 TimestampTz when)
+{
+	bool		found;
+	PairEntry  *e = pairtab_insert(in->pairs, key, &found);
+
+	if (!found)
+	{
+		e->deferred = false;
+		e->stored = false;
+		e->done = false;
+		e->expired = false;
+	}
+	else
+		pfree((char *) key.qid);
+	/* the latest deferral (the last line of the latest time) */
+	if (!e->deferred || when >= e->deferred_at)
+	{
+		e->deferred = true;
+		e->deferred_at = when;
+		e->dsn = rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL;
+		e->reason = rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL;
+		e->source = in->source;
+	}
+}
+
+/* Keeps a recipient's delivery or bounce: it is no longer pending. */
+static void
+NoteDone(MaillogIngest *in, PairKey key, TimestampTz when)
+{
+	if (in->ndone == in->maxdone)
+	{
+		in->maxdone *= 2;
+		in->done = repalloc_huge(in->done, in->maxdone * sizeof(DoneEvent));
+	}
+	in->done[in->ndone].key = key;
+	in->done[in->ndone].hash = MaillogPairHash(key);
+	in->done[in->ndone].at = when;
+	in->ndone++;
+}
+
+/* Keeps a message's expiry (a qmgr line without a recipient). */
+static void
+NoteExpiry(MaillogIngest *in, const MaillogRecord *rec, TimestampTz when)
+{
+	in->counts->expired++;
+	if (rec->queue_id.ptr == NULL)
+		return;
+	if (in->nexps == in->maxexps)
+	{
+		in->maxexps *= 2;
+		in->exps = repalloc_huge(in->exps, in->maxexps * sizeof(ExpiryEvent));
+	}
+	in->exps[in->nexps].qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
+	in->exps[in->nexps].at = when;
+	in->exps[in->nexps].source = in->source;
+	in->nexps++;
+}
+
 /*
  * Takes one event line of a log being ingested (a MaillogEventSink): counts
  * it into its address's aggregate and keeps what the pending deferrals
@@ -202,7 +264,7 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 	if (kind == KIND_EXPIRED && addr != NULL)
 		kind = KIND_BOUNCED;
 	if (kind == KIND_EXPIRED)
-		MaillogNoteExpiry(in, rec, when);
+		NoteExpiry(in, rec, when);
 	else if (kind != KIND_OTHER && addr != NULL)
 	{
 		a = MaillogAddrFor(in, addr);
@@ -220,9 +282,9 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 			key.qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
 			key.addr = a->addr;
 			if (kind == KIND_DEFERRED)
-				MaillogNoteDeferral(in, key, rec, when);
+				NoteDeferral(in, key, rec, when);
 			else
-				MaillogNoteDone(in, key, when);
+				NoteDone(in, key, when);
 		}
 	}
 	MemoryContextSwitchTo(old);

@@ -241,11 +241,6 @@ extern void MaillogPhaseDone(MaillogIngest *in, const char *name);
 extern AddrAgg **MaillogSortAddresses(MaillogIngest *in);
 
 /* pending.c */
-extern void MaillogNoteDeferral(MaillogIngest *in, PairKey key,
-								const MaillogRecord *rec, TimestampTz when);
-extern void MaillogNoteDone(MaillogIngest *in, PairKey key, TimestampTz when);
-extern void MaillogNoteExpiry(MaillogIngest *in, const MaillogRecord *rec,
-							  TimestampTz when);
 extern void MaillogApplyPending(MaillogIngest *in);
 
 /* carriers_match.c */

@@ -48,66 +48,6 @@ typedef struct ExpiryBounces
 	int64		max;
 } ExpiryBounces;
 
-/* Keeps a recipient's deferral (the latest one) as possibly pending. */
-void
-MaillogNoteDeferral(MaillogIngest *in, PairKey key, const MaillogRecord *rec, TimestampTz when)
-{
-	bool		found;
-	PairEntry  *e = pairtab_insert(in->pairs, key, &found);
-
-	if (!found)
-	{
-		e->deferred = false;
-		e->stored = false;
-		e->done = false;
-		e->expired = false;
-	}
-	else
-		pfree((char *) key.qid);
-	/* the latest deferral (the last line of the latest time) */
-	if (!e->deferred || when >= e->deferred_at)
-	{
-		e->deferred = true;
-		e->deferred_at = when;
-		e->dsn = rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL;
-		e->reason = rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL;
-		e->source = in->source;
-	}
-}
-
-/* Keeps a recipient's delivery or bounce: it is no longer pending. */
-void
-MaillogNoteDone(MaillogIngest *in, PairKey key, TimestampTz when)
-{
-	if (in->ndone == in->maxdone)
-	{
-		in->maxdone *= 2;
-		in->done = repalloc_huge(in->done, in->maxdone * sizeof(DoneEvent));
-	}
-	in->done[in->ndone].key = key;
-	in->done[in->ndone].hash = MaillogPairHash(key);
-	in->done[in->ndone].at = when;
-	in->ndone++;
-}
-
-/* Keeps a message's expiry (a qmgr line without a recipient). */
-void
-MaillogNoteExpiry(MaillogIngest *in, const MaillogRecord *rec, TimestampTz when)
-{
-	in->counts->expired++;
-	if (rec->queue_id.ptr == NULL)
-		return;
-	if (in->nexps == in->maxexps)
-	{
-		in->maxexps *= 2;
-		in->exps = repalloc_huge(in->exps, in->maxexps * sizeof(ExpiryEvent));
-	}
-	in->exps[in->nexps].qid = pnstrdup(rec->queue_id.ptr, rec->queue_id.len);
-	in->exps[in->nexps].at = when;
-	in->exps[in->nexps].source = in->source;
-	in->nexps++;
-}
-
 /* qsort order of ExpiryEvents: by queue id, then time. */
 static int
 ExpiryEventCmp(const void *a, const void *b)
