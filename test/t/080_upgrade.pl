@@ -1,7 +1,9 @@
 # Upgrades and dump/restore: CREATE EXTENSION ... VERSION '0.1' with data,
 # ALTER EXTENSION UPDATE to 0.2 keeps the data and gives the 0.2 behaviour and
-# catalog; pg_dump -Fc / pg_restore round-trips the configuration tables,
-# including user edits of shipped defaults.
+# the catalog of a fresh 0.2; the update to the current version gives the
+# catalog of a fresh install, from 0.1 and from a fresh 0.2 (whose rows are
+# then those of a fresh install too); pg_dump -Fc / pg_restore round-trips
+# the configuration tables, including user edits of shipped defaults.
 use strict;
 use warnings;
 use Cwd qw(realpath);
@@ -51,6 +53,59 @@ UNION ALL SELECT 'd ' || concat_ws('|', email, sent_count, bounce_count) FROM pw
 UNION ALL SELECT 'm ' || concat_ws('|', path, "offset", lines) FROM pw.maillog_files
 UNION ALL SELECT 'f ' || md5(string_agg(concat_ws('|', id, email, email_verify_result, mx_provider,
                                                   listmonk_sent_at), ',' ORDER BY id)) FROM public.fmcsa_carriers) s(x)};
+
+# The extension's catalog, one line an object, to compare installs reached by
+# different paths.
+my $catalog_sql = q{
+SELECT x FROM (
+SELECT 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '-') || E'\n'
+       || pg_get_functiondef(p.oid)
+  FROM pg_proc p WHERE p.pronamespace = 'pw'::regnamespace AND p.prokind <> 'a'
+UNION ALL
+SELECT format('col %s.%s #%s %s notnull=%s default=%s', c.relname, a.attname, a.attnum,
+              format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+ WHERE c.relnamespace = 'pw'::regnamespace
+UNION ALL
+SELECT format('rel %s %s %s', c.relname, c.relkind, coalesce(c.relacl::text, '-'))
+  FROM pg_class c WHERE c.relnamespace = 'pw'::regnamespace
+UNION ALL
+SELECT format('con %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+  FROM pg_constraint WHERE connamespace = 'pw'::regnamespace
+UNION ALL
+SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'pw'::regnamespace
+UNION ALL
+SELECT 'trg ' || pg_get_triggerdef(t.oid)
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'pw'::regnamespace AND NOT t.tgisinternal
+UNION ALL
+SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
+  FROM pg_class c WHERE c.relnamespace = 'pw'::regnamespace AND c.relkind = 'v'
+UNION ALL
+SELECT format('type %s %s', t.typname, t.typtype)
+  FROM pg_type t WHERE t.typnamespace = 'pw'::regnamespace
+UNION ALL
+SELECT format('member %s', pg_describe_object(d.classid, d.objid, d.objsubid))
+  FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+ WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'pw_deliverability' AND d.deptype = 'e'
+UNION ALL
+SELECT format('dump %s %s', c.relname, e.extcondition[i])
+  FROM pg_extension e, generate_subscripts(e.extconfig, 1) i
+  JOIN pg_class c ON true
+ WHERE e.extname = 'pw_deliverability' AND c.oid = e.extconfig[i]
+) s(x) ORDER BY x};
+
+# The catalog of database $db equals the catalog of database $ref.
+sub same_catalog
+{
+	my ($db, $ref, $name) = @_;
+	my @got = split /\n/, $node->safe_psql($db, $catalog_sql);
+	my @want = split /\n/, $node->safe_psql($ref, $catalog_sql);
+	ok(@want > 300, "catalog listing of $ref is substantial (" . scalar(@want) . ' lines)');
+	is_deeply(\@got, \@want, $name);
+}
 
 # --- 0.1 with data ------------------------------------------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE up');
@@ -104,6 +159,11 @@ $node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE TO '0.2'});
 is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
 	'0.2', 'updated to 0.2');
 is($node->safe_psql('up', $config_sql), $before, 'the update keeps every row');
+
+# The frozen 0.1--0.2 script gives the catalog of the frozen 0.2 script.
+$node->safe_psql('postgres', 'CREATE DATABASE fresh02');
+$node->safe_psql('fresh02', q{CREATE EXTENSION pw_deliverability VERSION '0.2'});
+same_catalog('up', 'fresh02', 'an install updated from 0.1 to 0.2 has the catalog of a fresh 0.2 install');
 is($node->safe_psql('up', q{
     SELECT string_agg(format('%s:%s', x, seeded), ',' ORDER BY x) FROM (
               SELECT 'p.' || name, seeded FROM pw.profiles WHERE name IN ('default', 'mine')
@@ -152,50 +212,30 @@ is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 
 # --- catalog of an updated install == a fresh install of the current version ----
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION pw_deliverability');
-my $catalog_sql = q{
-SELECT x FROM (
-SELECT 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '-') || E'\n'
-       || pg_get_functiondef(p.oid)
-  FROM pg_proc p WHERE p.pronamespace = 'pw'::regnamespace AND p.prokind <> 'a'
-UNION ALL
-SELECT format('col %s.%s #%s %s notnull=%s default=%s', c.relname, a.attname, a.attnum,
-              format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
-  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
- WHERE c.relnamespace = 'pw'::regnamespace
-UNION ALL
-SELECT format('rel %s %s %s', c.relname, c.relkind, coalesce(c.relacl::text, '-'))
-  FROM pg_class c WHERE c.relnamespace = 'pw'::regnamespace
-UNION ALL
-SELECT format('con %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-  FROM pg_constraint WHERE connamespace = 'pw'::regnamespace
-UNION ALL
-SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
-  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'pw'::regnamespace
-UNION ALL
-SELECT 'trg ' || pg_get_triggerdef(t.oid)
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
- WHERE c.relnamespace = 'pw'::regnamespace AND NOT t.tgisinternal
-UNION ALL
-SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
-  FROM pg_class c WHERE c.relnamespace = 'pw'::regnamespace AND c.relkind = 'v'
-UNION ALL
-SELECT format('type %s %s', t.typname, t.typtype)
-  FROM pg_type t WHERE t.typnamespace = 'pw'::regnamespace
-UNION ALL
-SELECT format('member %s', pg_describe_object(d.classid, d.objid, d.objsubid))
-  FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
- WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'pw_deliverability' AND d.deptype = 'e'
-UNION ALL
-SELECT format('dump %s %s', c.relname, e.extcondition[i])
-  FROM pg_extension e, generate_subscripts(e.extconfig, 1) i
-  JOIN pg_class c ON true
- WHERE e.extname = 'pw_deliverability' AND c.oid = e.extconfig[i]
-) s(x) ORDER BY x};
-my @updated = split /\n/, $node->safe_psql('up', $catalog_sql);
-my @fresh = split /\n/, $node->safe_psql('fresh', $catalog_sql);
-ok(@fresh > 300, 'catalog listing is substantial (' . scalar(@fresh) . ' lines)');
-is_deeply(\@updated, \@fresh, 'an install updated from 0.1 has the catalog of a fresh install');
+same_catalog('up', 'fresh', 'an install updated from 0.1 has the catalog of a fresh install');
+
+# A fresh install of the frozen 0.2 script, updated, equals a fresh install.
+$node->safe_psql('postgres', 'CREATE DATABASE from02');
+$node->safe_psql('from02', q{CREATE EXTENSION pw_deliverability VERSION '0.2'});
+$node->safe_psql('from02', q{ALTER EXTENSION pw_deliverability UPDATE});
+same_catalog('from02', 'fresh', 'a fresh 0.2 install updated has the catalog of a fresh install');
+
+# Every row of the configuration tables (the seeds), one line a table.
+sub config_rows
+{
+	my ($db) = @_;
+	my @tables = split /\n/, $node->safe_psql($db, q{
+	    SELECT c::regclass::text AS t FROM pg_extension e, unnest(e.extconfig) c
+	     WHERE e.extname = 'pw_deliverability' ORDER BY t});
+	return join "\n", map {
+		"$_ " . $node->safe_psql($db, qq{
+		    SELECT count(*) || ' ' || coalesce(md5(string_agg(to_jsonb(t)::text, ',' ORDER BY to_jsonb(t)::text)), '-')
+		      FROM $_ t})
+	} @tables;
+}
+my $fresh_rows = config_rows('fresh');
+like($fresh_rows, qr/^pw\.warmup_ramp 26 /m, 'a fresh install seeds the configuration');
+is(config_rows('from02'), $fresh_rows, '... the rows of an updated fresh 0.2 install are those of a fresh install');
 
 # --- dump/restore of the current version ----------------------------------------------------------
 # A seeded row edited under 0.2 (the verify profile) and a seeded row deleted
