@@ -1,8 +1,10 @@
 -- pw_deliverability upgrade 0.1 -> 0.2 (ALTER EXTENSION pw_deliverability UPDATE).
--- 0.1 is main at commit 722c061, 0.2 the install script built from src/sql/;
--- while 0.2 is unreleased, every change to src/sql/ is mirrored here.  The TAP
--- test test/t/080_upgrade.pl checks that an updated 0.1 install has the same
--- catalog as a fresh 0.2 install.
+-- Only what changed from the frozen sql-versions/pw_deliverability--0.1.sql
+-- to the frozen sql-versions/pw_deliverability--0.2.sql: changed functions
+-- whole (CREATE OR REPLACE), the objects new in 0.2, ALTERs of the others.
+-- Frozen with 0.2: later changes go into the upgrade scripts of later
+-- versions.  The TAP test test/t/080_upgrade.pl checks that an install
+-- updated from 0.1 has the catalog of a fresh 0.2 install.
 
 \echo Use "ALTER EXTENSION pw_deliverability UPDATE TO '0.2'" to load this file. \quit
 
@@ -92,13 +94,9 @@ REVOKE EXECUTE ON FUNCTION pw.wake_tagger() FROM PUBLIC;
 ALTER TABLE pw.maillog_files ADD COLUMN tail bytea;
 
 -- ===========================================================================
--- New in 0.2: reputation brake, schedules, reporting (src/sql/40_operations.sql)
+-- New in 0.2: mail logs per profile, the reputation brake, reporting and
+-- pg_cron schedules
 -- ===========================================================================
--- ---------------------------------------------------------------------------
--- Operations: mail logs per profile, the reputation brake, reporting and
--- pg_cron schedules.  Written as ALTERs and new objects so that this
--- fragment can double as upgrade content.
--- ---------------------------------------------------------------------------
 
 -- The mail logs the extension ingests, each mapped to the send profile whose
 -- traffic it records (the MTA of the campaign, the burner MTA of the
@@ -462,11 +460,8 @@ REVOKE ALL ON FUNCTION pw.unschedule_jobs() FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('pw.maillogs', '');
 
 -- ===========================================================================
--- New in 0.2: shipped defaults are not dumped (src/sql/90_seeded.sql)
+-- New in 0.2: shipped defaults are not dumped
 -- ===========================================================================
--- ---------------------------------------------------------------------------
--- Shipped defaults and pg_dump
--- ---------------------------------------------------------------------------
 
 -- CREATE EXTENSION seeds the configuration tables with shipped defaults
 -- (profiles, ramps, operators, suffix rules, ...).  pg_dump must dump only
