@@ -517,9 +517,11 @@ BEGIN
 END
 $$;
 
--- The shipped defaults of 0.1.  A row equal to its shipped default in every
+-- The shipped defaults of 0.1, as this script left them (the verify
+-- profile's brake_bounce_rate).  A row equal to its shipped default in every
 -- column stays seeded; any other row (added or edited under 0.1) is the
--- user's and is dumped.
+-- user's and is dumped.  A shipped profile's warmup_start is the day 0.1 was
+-- installed: it is taken from the profile as it is.
 CREATE TEMP TABLE seed_verify_results (LIKE pw.verify_results INCLUDING DEFAULTS);
 CREATE TEMP TABLE seed_operator_classes (LIKE pw.operator_classes INCLUDING DEFAULTS);
 CREATE TEMP TABLE seed_operators (LIKE pw.operators INCLUDING DEFAULTS);
@@ -631,10 +633,12 @@ INSERT INTO pg_temp.seed_warmup_ramp (profile, op_class, from_day, daily_cap) VA
     ('default', 'consumer', 52,  60),
     ('default', 'consumer', 60, 120);
 INSERT INTO pg_temp.seed_profiles (name, purpose, warmup_start, sent_column, sendable_results,
-                         per_op_run_cap, null_run_cap, note) VALUES
+                         per_op_run_cap, null_run_cap, brake_bounce_rate, note) VALUES
     ('verify', 'verification', current_date, 'verify_sent_at',
-     '{catch_all_domain,mx_unreachable}', 30, 20,
+     '{catch_all_domain,mx_unreachable}', 30, 20, 1,
      'burner-domain verification sends: catch_all_domain + mx_unreachable');
+UPDATE pg_temp.seed_profiles s SET warmup_start = p.warmup_start
+  FROM pw.profiles p WHERE p.name = s.name;
 INSERT INTO pg_temp.seed_warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
     ('verify', 'default',   1,  20),
     ('verify', 'default',   8,  40),

@@ -123,6 +123,8 @@ $node->safe_psql('up', q{
     INSERT INTO pw.operator_ramp VALUES ('default', 'acme', 1, 3);
     INSERT INTO pw.blocked_domains (domain, category) VALUES ('blocked.example', 'other');
     SELECT pw.suppress('Opted.Out@Example.com', 'opt-out');
+    -- an untouched verify profile of a 0.1 installed on an earlier day
+    UPDATE pw.profiles SET warmup_start = current_date - 10 WHERE name = 'verify';
 });
 
 # The state a 0.1 ingest left: the first line of mail.log applied (the 0.2
@@ -166,12 +168,12 @@ $node->safe_psql('fresh02', q{CREATE EXTENSION pw_deliverability VERSION '0.2'})
 same_catalog('up', 'fresh02', 'an install updated from 0.1 to 0.2 has the catalog of a fresh 0.2 install');
 is($node->safe_psql('up', q{
     SELECT string_agg(format('%s:%s', x, seeded), ',' ORDER BY x) FROM (
-              SELECT 'p.' || name, seeded FROM pw.profiles WHERE name IN ('default', 'mine')
+              SELECT 'p.' || name, seeded FROM pw.profiles WHERE name IN ('default', 'mine', 'verify')
     UNION ALL SELECT 'o.' || label, seeded FROM pw.operators WHERE label IN ('acme', 'google')
     UNION ALL SELECT 'w.' || profile || from_day, seeded FROM pw.warmup_ramp
      WHERE op_class = 'default' AND from_day IN (1, 8) AND profile = 'default'
     UNION ALL SELECT 'c', seeded FROM pw.carriers_config) s(x, seeded)}),
-	'c:t,o.acme:f,o.google:t,p.default:f,p.mine:f,w.default1:f,w.default8:t',
+	'c:t,o.acme:f,o.google:t,p.default:f,p.mine:f,p.verify:t,w.default1:f,w.default8:t',
 	'rows edited or added under 0.1 are the user\'s, untouched defaults stay seeded');
 
 # Behaviour of 0.2 on the updated install.
