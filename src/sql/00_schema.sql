@@ -1,7 +1,9 @@
 -- pw_deliverability install script (see the Makefile: EXTVERSION).
 -- Assembled by the Makefile from src/sql/*.sql, in name order.  Every object
 -- is created once, in its final shape; an upgrade from an earlier version is
--- the change-only script sql-versions/pw_deliverability--OLD--NEW.sql.
+-- the change-only script sql-versions/pw_deliverability--OLD--NEW.sql.  A
+-- column added by a later version goes last in its CREATE TABLE, where the
+-- upgrade's ADD COLUMN puts it (test/t/080_upgrade.pl compares positions).
 
 \echo Use "CREATE EXTENSION pw_deliverability" to load this file. \quit
 
