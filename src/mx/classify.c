@@ -18,7 +18,6 @@
 
 #include "classify_core.h"
 #include "mx.h"
-#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_classify_mx);
@@ -33,12 +32,27 @@ typedef struct RulesCache
 	size_t		nrules;
 } RulesCache;
 
+/* Columns of the suffix-rules query */
+#define RULES_COL_SUFFIX	1
+#define RULES_COL_LABEL		2
+
+/* A text column of an SPI result row that the table declares NOT NULL. */
+static char *
+RuleColumn(HeapTuple tup, TupleDesc desc, int col)
+{
+	char	   *value = SPI_getvalue(tup, desc, col);
+
+	if (value == NULL)
+		elog(ERROR, "pw.mx_suffix_rules has a NULL %s", SPI_fname(desc, col));
+	return value;
+}
+
 /*
  * Reads pw.mx_suffix_rules into cxt, sorted for PwSuffixMatch().  Connects
  * to SPI itself (nested connections are fine).
  */
 void
-PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
+MxSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
 {
 	PwSuffixRule *r;
 	uint64		n;
@@ -51,11 +65,10 @@ PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		char	   *suffix = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
-		char	   *label = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		r[i].suffix = MemoryContextStrdup(cxt, suffix ? suffix : "");
-		r[i].label = MemoryContextStrdup(cxt, label ? label : "");
+		r[i].suffix = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_SUFFIX));
+		r[i].label = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_LABEL));
 	}
 	SPI_finish();
 	PwSuffixRulesSort(r, n);
@@ -92,7 +105,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 	if (cache == NULL)
 	{
 		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(RulesCache));
-		PwSuffixRulesLoad(fcinfo->flinfo->fn_mcxt, &cache->rules, &cache->nrules);
+		MxSuffixRulesLoad(fcinfo->flinfo->fn_mcxt, &cache->rules, &cache->nrules);
 		fcinfo->flinfo->fn_extra = cache;
 	}
 
