@@ -29,7 +29,7 @@ typedef struct LookupState
 	MemoryContext cxt;			/* the batch's memory */
 	const PwSuffixRule *rules;
 	size_t		nrules;
-	MxDomainJob **queue;			/* jobs waiting for their next query */
+	MxDomainJob **queue;		/* jobs waiting for their next query */
 	int			qhead;
 	int			qtail;
 } LookupState;
@@ -41,7 +41,10 @@ typedef struct JobRef
 	MxDomainJob *job;
 } JobRef;
 
-/* Copies a host name into cxt, lower-cased, replacing bytes that are not printable ASCII. */
+/*
+ * Copies a host name into cxt, lower-cased, replacing bytes that are not
+ * printable ASCII.
+ */
 static char *
 CleanHost(MemoryContext cxt, const char *s)
 {
@@ -57,8 +60,8 @@ CleanHost(MemoryContext cxt, const char *s)
 
 /* Finishes a job with an outcome (label NULL for failures). */
 static void
-FinishJob(LookupState *cs, MxDomainJob *job, const char *outcome, const char *label,
-	   const char *error)
+FinishJob(LookupState *cs, MxDomainJob *job, const char *outcome,
+		  const char *label, const char *error)
 {
 	job->step = MX_STEP_DONE;
 	job->outcome = outcome;
@@ -154,7 +157,8 @@ HandleMxAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int alen)
 	{
 		bool		nullmx = lens[0] == 1 && hosts[0][0] == '.';
 
-		FinishJob(cs, job, nullmx ? MX_OUTCOME_NULL_MX : MX_OUTCOME_NO_RECORDS, MX_LABEL_NONE, NULL);
+		FinishJob(cs, job, nullmx ? MX_OUTCOME_NULL_MX : MX_OUTCOME_NO_RECORDS,
+				  MX_LABEL_NONE, NULL);
 	}
 	else
 		FinishJob(cs, job, MX_OUTCOME_MX, label, NULL);

@@ -82,7 +82,7 @@ typedef struct TagBatch
 	int			njobs;
 } TagBatch;
 
-/* The state of a run's batches: the cursor, the ring and where DNS is done */
+/* A run's batches: the cursor, the ring and where their DNS is done */
 typedef struct TagPipeline
 {
 	Portal		portal;			/* the discovery query */
@@ -163,7 +163,7 @@ OpenDueDomains(const PwCarriers *carriers, int max_domains)
 									 false, 0);
 }
 
-/* Reads one row of the discovery query into a job (strings in the current context). */
+/* Reads a row of the discovery query into a job (in the current context). */
 static void
 ReadDueDomain(HeapTuple tup, TupleDesc desc, MxDomainJob *job)
 {

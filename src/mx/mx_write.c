@@ -55,7 +55,7 @@ MxWriteCachedLabels(const PwCarriers *carriers)
 	return SPI_processed;
 }
 
-/* The batch statements, prepared once per run, and the run's backoff settings */
+/* The batch statements, prepared once per run, and the backoff settings */
 struct MxWritePlans
 {
 	SPIPlanPtr	insert;			/* new domains' outcomes into pw.mx_domains */
