@@ -28,7 +28,7 @@ PG_FUNCTION_INFO_V1(pw_registrable_domain);
 /* Suffix rules cached in fn_extra for the duration of one statement */
 typedef struct RulesCache
 {
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 	size_t		nrules;
 } RulesCache;
 
@@ -48,20 +48,20 @@ RuleColumn(HeapTuple tup, TupleDesc desc, int col)
 }
 
 /*
- * Reads pw.mx_suffix_rules into cxt, sorted for PwSuffixMatch().  Connects
+ * Reads pw.mx_suffix_rules into cxt, sorted for MxSuffixMatch().  Connects
  * to SPI itself (nested connections are fine).
  */
 void
-MxSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
+MxSuffixRulesLoad(MemoryContext cxt, MxSuffixRule **rules, size_t *nrules)
 {
-	PwSuffixRule *r;
+	MxSuffixRule *r;
 	uint64		n;
 
 	SPI_connect();
 	if (SPI_execute("SELECT suffix, label FROM pw.mx_suffix_rules", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pw.mx_suffix_rules");
 	n = SPI_processed;
-	r = MemoryContextAllocZero(cxt, sizeof(PwSuffixRule) * (n + 1));
+	r = MemoryContextAllocZero(cxt, sizeof(MxSuffixRule) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -71,7 +71,7 @@ MxSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
 		r[i].label = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_LABEL));
 	}
 	SPI_finish();
-	PwSuffixRulesSort(r, n);
+	MxSuffixRulesSort(r, n);
 	*rules = r;
 	*nrules = n;
 }
@@ -92,7 +92,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 	const char **hosts;
 	size_t	   *lens;
 	size_t		nhosts = 0;
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
@@ -119,7 +119,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 		hosts[nhosts] = VARDATA_ANY(DatumGetTextPP(elems[i]));
 		lens[nhosts++] = VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i]));
 	}
-	if (!PwClassifyExchanges(cache->rules, cache->nrules, hosts, lens, nhosts, label))
+	if (!MxClassifyExchanges(cache->rules, cache->nrules, hosts, lens, nhosts, label))
 		PG_RETURN_TEXT_P(cstring_to_text("none"));
 	PG_RETURN_TEXT_P(cstring_to_text(label));
 }
@@ -129,9 +129,9 @@ Datum
 pw_normalize_domain(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
+	char		out[MX_NAME_BUF];
 
-	if (PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != MX_DOMAIN_OK)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
@@ -141,12 +141,12 @@ Datum
 pw_domain_problem(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
-	PwDomainStatus st = PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
+	char		out[MX_NAME_BUF];
+	MxDomainStatus st = MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
 
-	if (st == PW_DOMAIN_OK)
+	if (st == MX_DOMAIN_OK)
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(PwDomainStatusText(st)));
+	PG_RETURN_TEXT_P(cstring_to_text(MxDomainStatusText(st)));
 }
 
 /*
@@ -158,12 +158,12 @@ Datum
 pw_registrable_domain(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
+	char		out[MX_NAME_BUF];
 	const char *reg;
 
-	if (PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != MX_DOMAIN_OK)
 		PG_RETURN_NULL();
-	reg = PwRegistrableDomain(out);
+	reg = MxRegistrableDomain(out);
 	if (reg == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(reg));

@@ -228,7 +228,7 @@ IsLdh(unsigned char c)
  * Normalises one label (lower case ASCII, or punycode for non-ASCII) and
  * appends it to out at *o.
  */
-static PwDomainStatus
+static MxDomainStatus
 NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 {
 	int			ascii = 1;
@@ -236,14 +236,14 @@ NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 	size_t		llen;
 
 	if (len == 0)
-		return PW_DOMAIN_EMPTY_LABEL;
+		return MX_DOMAIN_EMPTY_LABEL;
 	for (size_t i = 0; i < len; i++)
 		if (s[i] >= 0x80)
 			ascii = 0;
 	if (ascii)
 	{
 		if (len > 63)
-			return PW_DOMAIN_LABEL_TOO_LONG;
+			return MX_DOMAIN_LABEL_TOO_LONG;
 		for (size_t i = 0; i < len; i++)
 		{
 			unsigned char c = s[i];
@@ -251,7 +251,7 @@ NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 			if (c >= 'A' && c <= 'Z')
 				c = (unsigned char) (c - 'A' + 'a');
 			if (!IsLdh(c))
-				return PW_DOMAIN_BAD_CHAR;
+				return MX_DOMAIN_BAD_CHAR;
 			label[i] = (char) c;
 		}
 		llen = len;
@@ -263,45 +263,45 @@ NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 		int			plen;
 
 		if (ncps < 0)
-			return PW_DOMAIN_BAD_UTF8;
+			return MX_DOMAIN_BAD_UTF8;
 		for (int i = 0; i < ncps; i++)
 		{
 			if (cps[i] >= 'A' && cps[i] <= 'Z')
 				cps[i] += 'a' - 'A';
 			if (cps[i] < 0x80 && !IsLdh((unsigned char) cps[i]))
-				return PW_DOMAIN_BAD_CHAR;
+				return MX_DOMAIN_BAD_CHAR;
 			/* C1 controls, specials and non-characters are never valid */
 			if ((cps[i] >= 0x80 && cps[i] < 0xA0) || cps[i] == 0xFFFE ||
 				cps[i] == 0xFFFF || cps[i] == 0xFEFF)
-				return PW_DOMAIN_BAD_CHAR;
+				return MX_DOMAIN_BAD_CHAR;
 		}
 		memcpy(label, "xn--", 4);
 		plen = PunyEncode(cps, (size_t) ncps, label + 4, sizeof(label) - 4);
 		if (plen < 0)
-			return PW_DOMAIN_LABEL_TOO_LONG;
+			return MX_DOMAIN_LABEL_TOO_LONG;
 		llen = 4 + (size_t) plen;
 	}
 	if (label[0] == '-' || label[llen - 1] == '-')
-		return PW_DOMAIN_BAD_HYPHEN;
-	if (*o + (*o > 0 ? 1 : 0) + llen > PW_DOMAIN_MAX)
-		return PW_DOMAIN_TOO_LONG;
+		return MX_DOMAIN_BAD_HYPHEN;
+	if (*o + (*o > 0 ? 1 : 0) + llen > MX_DOMAIN_MAX)
+		return MX_DOMAIN_TOO_LONG;
 	if (*o > 0)
 		out[(*o)++] = '.';
 	memcpy(out + *o, label, llen);
 	*o += llen;
 	out[*o] = '\0';
-	return PW_DOMAIN_OK;
+	return MX_DOMAIN_OK;
 }
 
 /*
  * Validates a domain or host name and writes its normal form to out (at
- * least PW_NAME_BUF bytes): lower case, no trailing dot, IDN labels as
+ * least MX_NAME_BUF bytes): lower case, no trailing dot, IDN labels as
  * punycode A-labels.  Requires two or more LDH labels of 1..63 octets, no
  * label starting or ending with a hyphen, at most 253 octets, and a top
  * label that is not all digits (so IP literals are refused).
  */
-PwDomainStatus
-PwDomainNormalize(const char *in, size_t len, char *out)
+MxDomainStatus
+MxDomainNormalize(const char *in, size_t len, char *out)
 {
 	const unsigned char *s = (const unsigned char *) in;
 	char	   *lowered = NULL;
@@ -310,19 +310,19 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 	size_t		start = 0;
 	int			labels = 0;
 	int			nonascii = 0;
-	PwDomainStatus st = PW_DOMAIN_OK;
+	MxDomainStatus st = MX_DOMAIN_OK;
 
 	out[0] = '\0';
 	if (len > 0 && s[len - 1] == '.')
 		len--;
 	if (len == 0)
-		return PW_DOMAIN_EMPTY;
+		return MX_DOMAIN_EMPTY;
 	if (len > PW_INPUT_MAX)
-		return PW_DOMAIN_TOO_LONG;
+		return MX_DOMAIN_TOO_LONG;
 	for (size_t i = 0; i < len; i++)
 	{
 		if (s[i] == '\0')
-			return PW_DOMAIN_BAD_CHAR;
+			return MX_DOMAIN_BAD_CHAR;
 		if (s[i] >= 0x80)
 			nonascii = 1;
 	}
@@ -332,7 +332,7 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 		memcpy(copy, in, len);
 		copy[len] = '\0';
 		if (Utf8Decode(s, len, NULL, PW_INPUT_MAX) < 0)
-			return PW_DOMAIN_BAD_UTF8;
+			return MX_DOMAIN_BAD_UTF8;
 		if (psl_str_to_utf8lower(copy, "utf-8", NULL, &lowered) == PSL_SUCCESS &&
 			lowered != NULL && strlen(lowered) <= PW_INPUT_MAX)
 		{
@@ -349,51 +349,51 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 		if (i == len || s[i] == '.')
 		{
 			st = NormalizeLabel(s + start, i - start, out, &o);
-			if (st != PW_DOMAIN_OK)
+			if (st != MX_DOMAIN_OK)
 				break;
 			labels++;
 			start = i + 1;
 		}
 	}
-	if (st == PW_DOMAIN_OK && labels < 2)
-		st = PW_DOMAIN_SINGLE_LABEL;
-	if (st == PW_DOMAIN_OK)
+	if (st == MX_DOMAIN_OK && labels < 2)
+		st = MX_DOMAIN_SINGLE_LABEL;
+	if (st == MX_DOMAIN_OK)
 	{
 		const char *tld = strrchr(out, '.') + 1;
 
 		if (strspn(tld, "0123456789") == strlen(tld))
-			st = PW_DOMAIN_NUMERIC_TLD;
+			st = MX_DOMAIN_NUMERIC_TLD;
 	}
-	if (st != PW_DOMAIN_OK)
+	if (st != MX_DOMAIN_OK)
 		out[0] = '\0';
 	return st;
 }
 
 /* A short English description of a normalisation status. */
 const char *
-PwDomainStatusText(PwDomainStatus status)
+MxDomainStatusText(MxDomainStatus status)
 {
 	switch (status)
 	{
-		case PW_DOMAIN_OK:
+		case MX_DOMAIN_OK:
 			return "valid";
-		case PW_DOMAIN_EMPTY:
+		case MX_DOMAIN_EMPTY:
 			return "empty name";
-		case PW_DOMAIN_TOO_LONG:
+		case MX_DOMAIN_TOO_LONG:
 			return "name longer than 253 octets";
-		case PW_DOMAIN_EMPTY_LABEL:
+		case MX_DOMAIN_EMPTY_LABEL:
 			return "empty label";
-		case PW_DOMAIN_LABEL_TOO_LONG:
+		case MX_DOMAIN_LABEL_TOO_LONG:
 			return "label longer than 63 octets";
-		case PW_DOMAIN_BAD_CHAR:
+		case MX_DOMAIN_BAD_CHAR:
 			return "character not allowed in a host name";
-		case PW_DOMAIN_BAD_HYPHEN:
+		case MX_DOMAIN_BAD_HYPHEN:
 			return "label starts or ends with a hyphen";
-		case PW_DOMAIN_SINGLE_LABEL:
+		case MX_DOMAIN_SINGLE_LABEL:
 			return "single-label name";
-		case PW_DOMAIN_NUMERIC_TLD:
+		case MX_DOMAIN_NUMERIC_TLD:
 			return "all-numeric top-level label";
-		case PW_DOMAIN_BAD_UTF8:
+		case MX_DOMAIN_BAD_UTF8:
 			return "invalid UTF-8";
 	}
 	return "unknown";
@@ -403,16 +403,16 @@ PwDomainStatusText(PwDomainStatus status)
 static int
 RuleCmp(const void *a, const void *b)
 {
-	return strcmp(((const PwSuffixRule *) a)->suffix,
-				  ((const PwSuffixRule *) b)->suffix);
+	return strcmp(((const MxSuffixRule *) a)->suffix,
+				  ((const MxSuffixRule *) b)->suffix);
 }
 
-/* Sorts rules for PwSuffixMatch(). */
+/* Sorts rules for MxSuffixMatch(). */
 void
-PwSuffixRulesSort(PwSuffixRule *rules, size_t n)
+MxSuffixRulesSort(MxSuffixRule *rules, size_t n)
 {
 	if (n > 1)
-		qsort(rules, n, sizeof(PwSuffixRule), RuleCmp);
+		qsort(rules, n, sizeof(MxSuffixRule), RuleCmp);
 }
 
 /*
@@ -420,17 +420,17 @@ PwSuffixRulesSort(PwSuffixRule *rules, size_t n)
  * label boundary, or NULL.  Rules must be sorted; host normalised.
  */
 const char *
-PwSuffixMatch(const PwSuffixRule *rules, size_t n, const char *host)
+MxSuffixMatch(const MxSuffixRule *rules, size_t n, const char *host)
 {
 	const char *p = host;
 
 	while (p != NULL && *p != '\0')
 	{
-		PwSuffixRule key = {p, NULL};
-		const PwSuffixRule *hit;
+		MxSuffixRule key = {p, NULL};
+		const MxSuffixRule *hit;
 
 		if (n > 0 &&
-			(hit = bsearch(&key, rules, n, sizeof(PwSuffixRule), RuleCmp)) != NULL)
+			(hit = bsearch(&key, rules, n, sizeof(MxSuffixRule), RuleCmp)) != NULL)
 			return hit->label;
 		p = strchr(p, '.');
 		if (p)
@@ -446,7 +446,7 @@ PwSuffixMatch(const PwSuffixRule *rules, size_t n, const char *host)
  * top-level labels follow the implicit "*" rule.
  */
 const char *
-PwRegistrableDomain(const char *host)
+MxRegistrableDomain(const char *host)
 {
 	const psl_ctx_t *psl = PslContext();
 	const char *prev = NULL;
@@ -467,27 +467,27 @@ PwRegistrableDomain(const char *host)
 }
 
 /*
- * Writes the label of one normalised MX host to out (PW_NAME_BUF bytes):
+ * Writes the label of one normalised MX host to out (MX_NAME_BUF bytes):
  * the longest matching suffix rule's label, else "mx:" + registrable domain
  * (the host itself when it has none).
  */
 void
-PwClassifyHost(const PwSuffixRule *rules, size_t n, const char *host,
+MxClassifyHost(const MxSuffixRule *rules, size_t n, const char *host,
 			   char *out)
 {
-	const char *label = PwSuffixMatch(rules, n, host);
+	const char *label = MxSuffixMatch(rules, n, host);
 	const char *reg;
 
 	if (label != NULL)
 	{
-		strncpy(out, label, PW_NAME_BUF - 1);
-		out[PW_NAME_BUF - 1] = '\0';
+		strncpy(out, label, MX_NAME_BUF - 1);
+		out[MX_NAME_BUF - 1] = '\0';
 		return;
 	}
-	reg = PwRegistrableDomain(host);
+	reg = MxRegistrableDomain(host);
 	memcpy(out, "mx:", 3);
-	strncpy(out + 3, reg ? reg : host, PW_NAME_BUF - 4);
-	out[PW_NAME_BUF - 1] = '\0';
+	strncpy(out + 3, reg ? reg : host, MX_NAME_BUF - 4);
+	out[MX_NAME_BUF - 1] = '\0';
 }
 
 /*
@@ -497,11 +497,11 @@ PwClassifyHost(const PwSuffixRule *rules, size_t n, const char *host,
  * exchange.  The first valid exchange (the primary) decides.
  */
 int
-PwClassifyExchanges(const PwSuffixRule *rules, size_t n,
+MxClassifyExchanges(const MxSuffixRule *rules, size_t n,
 					const char *const *hosts, const size_t *lens,
 					size_t nhosts, char *out)
 {
-	char		norm[PW_NAME_BUF];
+	char		norm[MX_NAME_BUF];
 
 	out[0] = '\0';
 	if (nhosts == 0)
@@ -510,9 +510,9 @@ PwClassifyExchanges(const PwSuffixRule *rules, size_t n,
 		return 0;
 	for (size_t i = 0; i < nhosts; i++)
 	{
-		if (PwDomainNormalize(hosts[i], lens[i], norm) != PW_DOMAIN_OK)
+		if (MxDomainNormalize(hosts[i], lens[i], norm) != MX_DOMAIN_OK)
 			continue;
-		PwClassifyHost(rules, n, norm, out);
+		MxClassifyHost(rules, n, norm, out);
 		return 1;
 	}
 	return 0;

@@ -150,7 +150,7 @@ LoadBlob(shm_toc *toc, uint64 key, char **p, char **end)
  * free (the caller then resolves in its own process).
  */
 MxDnsProcess *
-MxDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
+MxDnsProcessStart(const MxSuffixRule *rules, size_t nrules, int batch_size)
 {
 	MxDnsProcess *proc = palloc0(sizeof(MxDnsProcess));
 	StringInfoData settings;
@@ -399,16 +399,16 @@ ApplyBackendSettings(shm_toc *toc)
 }
 
 /* In the resolver process: the backend's suffix rules (in the segment). */
-static PwSuffixRule *
+static MxSuffixRule *
 ReadSuffixRules(shm_toc *toc, size_t *nrules)
 {
 	char	   *p;
 	char	   *end;
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 
 	LoadBlob(toc, KEY_RULES, &p, &end);
 	*nrules = GetUint32(&p, end);
-	rules = palloc0(sizeof(PwSuffixRule) * (*nrules + 1));
+	rules = palloc0(sizeof(MxSuffixRule) * (*nrules + 1));
 	for (size_t i = 0; i < *nrules; i++)
 	{
 		rules[i].suffix = GetString(&p, end);
@@ -424,7 +424,7 @@ ReadSuffixRules(shm_toc *toc, size_t *nrules)
  */
 static uint32
 ResolveBatchMessage(MxResolver *res, MemoryContext cxt,
-					const PwSuffixRule *rules, size_t nrules,
+					const MxSuffixRule *rules, size_t nrules,
 					char *p, char *end, StringInfo reply)
 {
 	uint32		njobs = GetUint32(&p, end);
@@ -438,9 +438,9 @@ ResolveBatchMessage(MxResolver *res, MemoryContext cxt,
 		uint32		idx = GetUint32(&p, end);
 		char	   *qname = GetString(&p, end);
 
-		if (qname == NULL || strlen(qname) >= PW_NAME_BUF)
+		if (qname == NULL || strlen(qname) >= MX_NAME_BUF)
 			elog(ERROR, "malformed batch for the resolver process");
-		strlcpy(jobs[i].qname, qname, PW_NAME_BUF);
+		strlcpy(jobs[i].qname, qname, MX_NAME_BUF);
 		jobs[i].step = MX_STEP_MX;
 		index[i] = idx;
 	}
@@ -470,7 +470,7 @@ MxDnsProcessMain(Datum arg)
 	shm_mq	   *mq;
 	shm_mq_handle *in;
 	shm_mq_handle *out;
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 	size_t		nrules;
 	MxResolver *res;
 	MemoryContext batchcxt;

@@ -27,7 +27,7 @@ typedef struct LookupState
 {
 	MxResolver *res;
 	MemoryContext cxt;			/* the batch's memory */
-	const PwSuffixRule *rules;
+	const MxSuffixRule *rules;
 	size_t		nrules;
 	MxDomainJob **queue;		/* jobs waiting for their next query */
 	int			qhead;
@@ -81,9 +81,9 @@ QueueNextStep(LookupState *cs, MxDomainJob *job, MxJobStep next)
 static void
 ImplicitMxLabel(MxDomainJob *job, char *out)
 {
-	const char *reg = PwRegistrableDomain(job->qname);
+	const char *reg = MxRegistrableDomain(job->qname);
 
-	snprintf(out, PW_NAME_BUF, "mx:%s", reg ? reg : job->qname);
+	snprintf(out, MX_NAME_BUF, "mx:%s", reg ? reg : job->qname);
 }
 
 /* qsort order of MX replies: preference, then host name. */
@@ -108,7 +108,7 @@ HandleMxAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int alen)
 	size_t	   *lens;
 	int			n = 0;
 	int			rc = ares_parse_mx_reply(abuf, alen, &mx);
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 	StringInfoData buf;
 
 	if (rc == ARES_ENODATA)
@@ -153,7 +153,7 @@ HandleMxAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int alen)
 		MemoryContextSwitchTo(old);
 	}
 	job->hosts = buf.data;
-	if (!PwClassifyExchanges(cs->rules, cs->nrules, hosts, lens, n, label))
+	if (!MxClassifyExchanges(cs->rules, cs->nrules, hosts, lens, n, label))
 	{
 		bool		nullmx = lens[0] == 1 && hosts[0][0] == '.';
 
@@ -171,7 +171,7 @@ HandleAddressAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int 
 {
 	int			naddr = 8;
 	int			rc;
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 
 	if (job->step == MX_STEP_A)
 	{
@@ -253,7 +253,7 @@ SendJobQuery(LookupState *cs, MxDomainJob *job)
  * failed), its exchanges and an error text.
  */
 void
-MxLookupDomains(MxResolver *res, MemoryContext cxt, const PwSuffixRule *rules,
+MxLookupDomains(MxResolver *res, MemoryContext cxt, const MxSuffixRule *rules,
 				size_t nrules, MxDomainJob *jobs, int njobs)
 {
 	LookupState	state;

@@ -75,7 +75,7 @@ typedef struct MxDomainJob
 	char	   *old_label;		/* its label before this lookup, or NULL */
 	Datum		tids;			/* tid[] of its untagged carriers, or 0 */
 	bool		cached;			/* in pw.mx_domains already */
-	char		qname[PW_NAME_BUF]; /* normalised name sent to DNS */
+	char		qname[MX_NAME_BUF]; /* normalised name sent to DNS */
 	MxJobStep	step;
 	const char *outcome;
 	char	   *label;
@@ -91,14 +91,14 @@ typedef struct MxExchange
 } MxExchange;
 
 extern void MxLookupDomains(MxResolver *res, MemoryContext cxt,
-							const PwSuffixRule *rules, size_t nrules,
+							const MxSuffixRule *rules, size_t nrules,
 							MxDomainJob *jobs, int njobs);
 extern int	MxLookupExchanges(const char *qname, MxExchange **exchanges);
 
 /* dns_process.c */
 typedef struct MxDnsProcess MxDnsProcess;
 
-extern MxDnsProcess *MxDnsProcessStart(const PwSuffixRule *rules, size_t nrules,
+extern MxDnsProcess *MxDnsProcessStart(const MxSuffixRule *rules, size_t nrules,
 									   int batch_size);
 extern void MxDnsProcessSubmit(MxDnsProcess *proc, MxDomainJob *jobs, int njobs);
 extern void MxDnsProcessCollect(MxDnsProcess *proc, MxDomainJob *jobs, int njobs,
@@ -106,7 +106,7 @@ extern void MxDnsProcessCollect(MxDnsProcess *proc, MxDomainJob *jobs, int njobs
 extern void MxDnsProcessStop(MxDnsProcess *proc);
 
 /* classify.c */
-extern void MxSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules,
+extern void MxSuffixRulesLoad(MemoryContext cxt, MxSuffixRule **rules,
 							  size_t *nrules);
 
 /* mx_tag.c */

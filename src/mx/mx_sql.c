@@ -86,17 +86,17 @@ pw_resolve_mx(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		qname[PW_NAME_BUF];
-	PwDomainStatus st;
+	char		qname[MX_NAME_BUF];
+	MxDomainStatus st;
 	MxExchange *exchanges;
 	int			n;
 
-	st = PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), qname);
-	if (st != PW_DOMAIN_OK)
+	st = MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), qname);
+	if (st != MX_DOMAIN_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid domain name \"%s\": %s", text_to_cstring(t),
-						PwDomainStatusText(st)),
+						MxDomainStatusText(st)),
 				 errhint("A domain needs two or more labels of letters, digits and hyphens.")));
 
 	InitMaterializedSRF(fcinfo, 0);

@@ -92,7 +92,7 @@ typedef struct TagPipeline
 	TagBatch	ring[TAG_RING];
 	int			head;			/* the batch written next */
 	int			ahead;			/* batches fetched after it */
-	const PwSuffixRule *rules;
+	const MxSuffixRule *rules;
 	size_t		nrules;
 	MxResolver *res;			/* resolves in this backend ... */
 	MxDnsProcess *proc;			/* ... unless a resolver process does */
@@ -203,17 +203,17 @@ FetchDomainBatch(Portal portal, int want, TagBatch *batch)
 	for (int i = 0; i < batch->njobs; i++)
 	{
 		MxDomainJob *job = &batch->jobs[i];
-		PwDomainStatus st;
+		MxDomainStatus st;
 
 		ReadDueDomain(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, job);
 		job->step = MX_STEP_MX;
-		st = PwDomainNormalize(job->domain, strlen(job->domain), job->qname);
-		if (st != PW_DOMAIN_OK)
+		st = MxDomainNormalize(job->domain, strlen(job->domain), job->qname);
+		if (st != MX_DOMAIN_OK)
 		{
 			job->step = MX_STEP_DONE;
 			job->outcome = MX_OUTCOME_INVALID;
 			job->label = MX_LABEL_NONE;
-			job->error = PwDomainStatusText(st);
+			job->error = MxDomainStatusText(st);
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -307,7 +307,7 @@ RunPipeline(TagPipeline *pl, MxTagCounts *counts)
  * memory runcxt.
  */
 static void
-TagDueDomains(const PwCarriers *carriers, const PwSuffixRule *rules,
+TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 			  size_t nrules, int max_domains, MemoryContext runcxt,
 			  MxTagCounts *counts)
 {
@@ -351,7 +351,7 @@ MxTagRun(int max_domains, MxTagCounts *counts)
 	PwCarriers	carriers;
 	MemoryContext runcxt;
 	MemoryContext oldcxt;
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 	size_t		nrules;
 	TimestampTz start = GetCurrentTimestamp();
 	long		secs;
