@@ -94,12 +94,15 @@ OutsideError(const char *path)
 /*
  * Opens a mail log (already resolved, never through a symbolic link) for
  * reading as a transient file and fills *sb from the open descriptor; errors
- * name the file.
+ * name the file.  The open never blocks: it is non-blocking, so a FIFO (or a
+ * device) planted in the directory is refused instead of waiting for a
+ * writer, and anything but a regular file is refused before it is read.
  */
 int
 MaillogOpen(const char *canon, struct stat *sb)
 {
-	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | PG_BINARY);
+	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | PG_BINARY);
+	int			flags;
 
 	if (fd < 0)
 		ereport(ERROR,
@@ -109,6 +112,16 @@ MaillogOpen(const char *canon, struct stat *sb)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not stat mail log \"%s\": %m", canon)));
+	if (!S_ISREG(sb->st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("mail log \"%s\" is not a regular file", canon)));
+	/* reads of a regular file then block as usual */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not set mail log \"%s\" to blocking reads: %m", canon)));
 	return fd;
 }
 
@@ -388,10 +401,6 @@ MaillogRead(const char *canon, int64 start_offset, MaillogEventSink sink,
 	st->end_offset = start_offset;
 
 	fd = MaillogOpen(canon, &sb);
-	if (!S_ISREG(sb.st_mode))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("mail log \"%s\" is not a regular file", canon)));
 	st->dev = (uint64) sb.st_dev;
 	st->inode = (uint64) sb.st_ino;
 	if (start_offset > 0 && lseek(fd, (off_t) start_offset, SEEK_SET) < 0)
