@@ -1,0 +1,91 @@
+# Files planted in the mail-log directory and values the state tables cannot
+# hold (issue 12): a FIFO is refused at once, never blocking the backend; an
+# address beyond RFC 5321's limits is skipped and counted; a hard link is
+# refused and a file already ingested under another name is not read twice;
+# a rotated file that is a symbolic link does not block the live log.
+use strict;
+use warnings;
+use Fcntl qw(O_WRONLY O_NONBLOCK);
+use File::Path qw(make_path);
+use POSIX qw(mkfifo);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PwTest;
+
+my $base = PostgreSQL::Test::Utils::tempdir();
+my $logs = "$base/logs";
+make_path($logs);
+my $node = pw_node('maillogdefects', conf => "pw_deliverability.maillog_directory = '$logs'\n");
+$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+$node->safe_psql('postgres', q{
+    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                 mx_provider text, listmonk_sent_at timestamptz);
+    INSERT INTO fmcsa_carriers (id, email, email_verify_result)
+        SELECT i, 'r' || i || '@x.test', 'catch_all_domain' FROM generate_series(1, 99) i;
+    SELECT pw.create_writeback_index();
+});
+
+# Appends text to a file.
+sub append
+{
+	my ($path, $text) = @_;
+	open(my $fh, '>>', $path) or die "$path: $!";
+	print $fh $text;
+	close($fh);
+}
+
+# One delivery-status line for an address (rN@x.test when given a number).
+my $qn = 0;
+sub line
+{
+	my ($to, $status) = @_;
+	$to = "r$to\@x.test" if $to =~ /^\d+$/;
+	my $dsn = $status eq 'sent' ? '2.0.0' : $status eq 'bounced' ? '5.1.1' : '4.4.1';
+	return sprintf("2024-03-01T10:00:00+00:00 mx1 postfix/smtp[42]: %010X: to=<%s>, relay=mx.example[192.0.2.1]:25, "
+		  . "delay=0.1, delays=0/0/0/0.1, dsn=%s, status=%s (reply)\n", ++$qn, $to, $dsn, $status);
+}
+
+# Runs a query that must come back within 20 s (IPC::Run timeout) whatever
+# the server does; returns (stdout, stderr, timed out).  A backend left
+# blocked on a FIFO is released by opening the FIFO for writing.
+sub bounded
+{
+	my ($sql, $fifo) = @_;
+	my ($out, $err, $timed_out) = ('', '', 0);
+	$node->psql('postgres', $sql, stdout => \$out, stderr => \$err,
+		timeout => 20, timed_out => \$timed_out);
+	if ($timed_out && defined $fifo)
+	{
+		my $w;
+		close($w) if sysopen($w, $fifo, O_WRONLY | O_NONBLOCK);
+	}
+	return ($out, $err, $timed_out);
+}
+
+my ($out, $err, $timed_out);
+
+# --- a FIFO (issue 12 item 1) ----------------------------------------------------
+my $fifo = "$logs/fifo";
+mkfifo($fifo, 0666) or die "mkfifo: $!";
+($out, $err, $timed_out) = bounded("SET statement_timeout = '3s'; SELECT count(*) FROM pw.read_maillog('fifo')", $fifo);
+ok(!$timed_out, 'read_maillog of a FIFO returns (does not block)');
+like($err, qr/mail log ".*fifo" is not a regular file/, 'read_maillog of a FIFO: a clear error');
+($out, $err, $timed_out) = bounded("SET statement_timeout = '3s'; SELECT files FROM pw.ingest_maillog('fifo')", $fifo);
+ok(!$timed_out, 'ingest_maillog of a FIFO returns');
+like($err, qr/mail log ".*fifo" is not a regular file/, 'ingest_maillog of a FIFO: a clear error');
+# a FIFO as the rotated file: the ingest of the live log must not block on it
+append("$logs/f.log", line(1, 'sent'));
+is($node->safe_psql('postgres', q{SELECT files FROM pw.ingest_maillog('f.log')}), '1', 'f.log ingested');
+rename("$logs/f.log", "$base/f.log.old") or die;
+mkfifo("$logs/f.log.1", 0666) or die "mkfifo: $!";
+append("$logs/f.log", line(2, 'sent'));
+($out, $err, $timed_out) = bounded("SET statement_timeout = '3s'; SELECT files, events FROM pw.ingest_maillog('f.log')",
+	"$logs/f.log.1");
+ok(!$timed_out, 'a FIFO as the rotated file does not block the ingest');
+is($out, '1|1', 'a FIFO as the rotated file: the live log is read');
+like($err, qr/rotated or truncated/, 'a FIFO as the rotated file: the lost lines are warned about');
+unlink($fifo, "$logs/f.log.1");
+is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server still answers');
+
+done_testing();
