@@ -88,4 +88,21 @@ like($err, qr/rotated or truncated/, 'a FIFO as the rotated file: the lost lines
 unlink($fifo, "$logs/f.log.1");
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server still answers');
 
+# --- an address beyond RFC 5321's limits (issue 12 item 2) ------------------------
+my $long = ('a' x 2990) . '@x.test';
+append("$logs/long.log", line($long, 'sent') . line($long, 'deferred') . line($long, 'bounced')
+	  . line(('b' x 247) . '@x.test', 'sent') . line(3, 'bounced'));
+($out, $err) = ($node->psql('postgres', q{SELECT files, lines, events, unparsed, sent, bounced, carriers_bounced
+    FROM pw.ingest_maillog('long.log')}))[1, 2];
+is($out, '1|5|2|3|1|1|1', 'over-long addresses: skipped and counted as unparsed, the lines after them applied');
+is($err, '', 'over-long addresses: no error');
+is($node->safe_psql('postgres', q{SELECT email_verify_result FROM fmcsa_carriers WHERE id = 3}), 'hard_bounced',
+	'the bounce after the over-long address is written back');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pw.deliveries WHERE length(email) > 254}), '0',
+	'no over-long address stored');
+is($node->safe_psql('postgres', q{SELECT concat_ws('|', lines, events, unparsed) FROM pw.maillog_files WHERE path LIKE '%/long.log'}),
+	'5|2|3', 'the state counts the skipped lines');
+is($node->safe_psql('postgres', q{SELECT files || '|' || events FROM pw.ingest_maillog('long.log')}), '1|0',
+	'a second call reads nothing new');
+
 done_testing();
