@@ -219,6 +219,45 @@ TailMatches(const char *path, int64 offset, uint64 dev, uint64 inode,
 	return same;
 }
 
+/*
+ * Refuses a log that is, by device and inode and the bytes before the stored
+ * offset, the file another path's state has already read (the log renamed,
+ * or a hard link since removed): its lines would be applied twice.
+ */
+static void
+CheckIdentity(const char *canon, const struct stat *sb)
+{
+	Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		args[3];
+
+	args[0] = CStringGetTextDatum(canon);
+	args[1] = Int64GetDatum((int64) sb->st_dev);
+	args[2] = Int64GetDatum((int64) sb->st_ino);
+	Exec("SELECT path, \"offset\", tail FROM pw.maillog_files"
+		 " WHERE dev = $2 AND inode = $3 AND path <> $1 AND \"offset\" > 0",
+		 3, types, args, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *other = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		notail;
+		int64		offset = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 2, &notail));
+		Datum		tail = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3,
+										 &notail);
+
+		if ((int64) sb->st_size >= offset &&
+			TailMatches(canon, offset, (uint64) sb->st_dev, (uint64) sb->st_ino,
+						notail ? NULL : DatumGetByteaPP(tail)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("mail log \"%s\" is the file already ingested as \"%s\"",
+							canon, other),
+					 errdetail("Its device, inode and the bytes before offset " INT64_FORMAT " are those stored for \"%s\"; reading it under a second name would apply its lines twice.",
+							   offset, other),
+					 errhint("Ingest it under the name it was first ingested as.")));
+	}
+}
+
 /* What a delivery-status line means for the writeback. */
 typedef enum EventKind
 {
@@ -2004,6 +2043,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("mail log \"%s\" is not a regular file", canon)));
+	CheckIdentity(canon, &sb);
 
 	if (have_state && (int64) sb.st_dev == st_dev && (int64) sb.st_ino == st_inode &&
 		(int64) sb.st_size >= st_offset &&

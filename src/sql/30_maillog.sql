@@ -41,6 +41,10 @@ CREATE TABLE pw.maillog_files (
     tail        bytea       -- the bytes just before "offset" (up to 256): recognises the file
 );
 
+-- A file is also known by its identity: pw.ingest_maillog() refuses a path
+-- whose file another path's state has already read.
+CREATE INDEX maillog_files_identity ON pw.maillog_files (dev, inode);
+
 -- Recipients seen deferred and not (yet) sent or bounced, per queue id: a
 -- later qmgr "status=expired" of that queue id bounces them.
 CREATE TABLE pw.maillog_pending (
