@@ -105,4 +105,41 @@ is($node->safe_psql('postgres', q{SELECT concat_ws('|', lines, events, unparsed)
 is($node->safe_psql('postgres', q{SELECT files || '|' || events FROM pw.ingest_maillog('long.log')}), '1|0',
 	'a second call reads nothing new');
 
+# --- hard links and renamed logs (issue 12 item 4) --------------------------------
+append("$logs/orig.log", line(10, 'sent') . line(11, 'sent'));
+is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('orig.log')}), '2', 'orig.log ingested');
+link("$logs/orig.log", "$logs/hard.log") or die "link: $!";
+($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('hard.log')}))[1, 2];
+like($err, qr/mail log ".*hard.log" has 2 hard links/, 'a hard link is refused');
+($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('orig.log')}))[1, 2];
+like($err, qr/has 2 hard links/, 'so is the file it links to');
+($out, $err) = ($node->psql('postgres', q{SELECT count(*) FROM pw.read_maillog('hard.log')}))[1, 2];
+like($err, qr/has 2 hard links/, 'read_maillog refuses it too');
+# a hard link to a file outside the directory
+append("$base/outside.log", line(12, 'sent'));
+link("$base/outside.log", "$logs/in.log") or die "link: $!";
+($out, $err) = ($node->psql('postgres', q{SELECT count(*) FROM pw.read_maillog('in.log')}))[1, 2];
+like($err, qr/has 2 hard links/, 'a hard link to a file outside the directory is not read');
+unlink("$logs/in.log");
+# the link removed: the same file under its second name is not read again
+unlink("$logs/orig.log");
+append("$logs/hard.log", line(13, 'sent'));
+($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('hard.log')}))[1, 2];
+like($err, qr/mail log ".*hard.log" is the file already ingested as ".*orig.log"/,
+	'the file ingested under another name is refused');
+is($node->safe_psql('postgres', q{SELECT sum(sent_count) FROM pw.deliveries WHERE email IN ('r10@x.test', 'r11@x.test')}),
+	'2', 'no line applied twice');
+# renamed back, it continues where it stopped
+rename("$logs/hard.log", "$logs/orig.log") or die;
+is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('orig.log')}), '1',
+	'under its first name only the new line is read');
+# a new file reusing a stale state's inode is not taken for it
+unlink("$logs/orig.log");
+append("$logs/other.log", line(14, 'sent'));
+$node->safe_psql('postgres', q{SELECT count(*) FROM pw.read_maillog('other.log');
+    UPDATE pw.maillog_files SET (dev, inode) = (SELECT dev, inode FROM pw.maillog_last_read())
+     WHERE path LIKE '%/orig.log'});
+is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('other.log')}), '1',
+	'a file with a stale identity but other bytes is read');
+
 done_testing();
