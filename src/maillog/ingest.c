@@ -150,11 +150,14 @@ CheckReadPrivilege(void)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, "read_maillog");
 }
 
-/* Stats a canonical path; false when it does not exist. */
+/*
+ * Stats a path without following a final symbolic link (a rotated file that
+ * is a link is not the old file); false when it does not exist.
+ */
 static bool
 StatPath(const char *path, struct stat *sb)
 {
-	if (stat(path, sb) == 0)
+	if (lstat(path, sb) == 0)
 		return true;
 	if (errno == ENOENT)
 		return false;
