@@ -142,4 +142,16 @@ $node->safe_psql('postgres', q{SELECT count(*) FROM pw.read_maillog('other.log')
 is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('other.log')}), '1',
 	'a file with a stale identity but other bytes is read');
 
+# --- the rotated file a symbolic link out of the directory (issue 12 item 7) -------
+append("$logs/sym.log", line(20, 'sent'));
+is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('sym.log')}), '1', 'sym.log ingested');
+append("$logs/sym.log", line(21, 'sent'));
+rename("$logs/sym.log", "$base/sym.old") or die;
+symlink("$base/sym.old", "$logs/sym.log.1") or die "symlink: $!";
+append("$logs/sym.log", line(22, 'bounced'));
+($out, $err) = ($node->psql('postgres', q{SELECT files, events FROM pw.ingest_maillog('sym.log')}))[1, 2];
+is($out, '1|1', 'a rotated file that is a symbolic link is not followed: the live log is read');
+like($err, qr/rotated or truncated and the old file is not ".*sym.log.1"/, 'and the lines left in the old file are warned about');
+unlike($err, qr/symbolic links/, 'no error about symbolic links');
+
 done_testing();
