@@ -130,6 +130,24 @@ FirstInt8(void)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
+/* The oid of one of the extension's functions, by its signature. */
+static Oid
+ExtensionFunction(const char *signature)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	Oid			fn;
+
+	args[0] = CStringGetTextDatum(signature);
+	Exec("SELECT pg_catalog.to_regprocedure($1)::oid", 1, types, args, SPI_OK_SELECT);
+	fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										&isnull));
+	if (isnull)
+		elog(ERROR, "pw.ingest_maillog: function %s is missing", signature);
+	return fn;
+}
+
 /*
  * The ingest reads the log as pw.read_maillog() does: refuse a role that may
  * not execute that function.
@@ -137,15 +155,8 @@ FirstInt8(void)
 static void
 CheckReadPrivilege(void)
 {
-	Oid			fn;
-	bool		isnull;
+	Oid			fn = ExtensionFunction("pw.read_maillog(text, bigint)");
 
-	Exec("SELECT pg_catalog.to_regprocedure('pw.read_maillog(text, bigint)')::oid",
-		 0, NULL, NULL, SPI_OK_SELECT);
-	fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-										&isnull));
-	if (isnull)
-		elog(ERROR, "pw.ingest_maillog: function pw.read_maillog(text, bigint) is missing");
 	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, "read_maillog");
 }
@@ -1637,6 +1648,24 @@ ScanCarriers(Ingest *in, PwCarriers *carriers)
 }
 
 /*
+ * The profile pw.maillogs maps a log to ('' if none), looked up once by
+ * pw.maillog_profile().  That function is security definer (a role granted
+ * ingestion needs no privilege on pw.maillogs) and revoked from PUBLIC: it is
+ * called through fmgr, which checks no EXECUTE privilege, so only the ingest
+ * (whose caller may read the log) reaches it.
+ */
+static char *
+LogProfile(const char *given, const char *canon)
+{
+	Oid			fn = ExtensionFunction("pw.maillog_profile(text, text)");
+	Datum		d;
+
+	d = OidFunctionCall2Coll(fn, DEFAULT_COLLATION_OID, CStringGetTextDatum(given),
+							 CStringGetTextDatum(canon));
+	return TextDatumGetCString(d);
+}
+
+/*
  * Applies the aggregates: pending deferrals and expiries, which addresses
  * are carriers, one pw.deliveries row per address (updated, or inserted
  * when new: ingests are serialized on pw.deliveries), the outcomes per day
@@ -1650,8 +1679,6 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 {
 	StringInfoData sql;
 	char	   *profile;
-	Oid			log_types[2] = {TEXTOID, TEXTOID};
-	Datum		log_values[2];
 	AddrAgg   **sorted;
 	AddrAgg   **bounced_list;	/* the addresses that bounced, sorted */
 	int			nbounced = 0;
@@ -1666,19 +1693,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	ApplyPending(in);
 	Phase(in, "pending deferrals");
 
-	/*
-	 * The profile is looked up once: pw.maillog_profile() is security
-	 * definer.
-	 */
-	log_values[0] = CStringGetTextDatum(given);
-	log_values[1] = CStringGetTextDatum(canon);
-	Exec("SELECT pw.maillog_profile($1, $2)", 2, log_types, log_values, SPI_OK_SELECT);
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		profile = isnull ? pstrdup("") : TextDatumGetCString(d);
-	}
+	profile = LogProfile(given, canon);
 	if (in->naddrs == 0)
 		return;
 
