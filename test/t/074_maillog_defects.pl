@@ -154,4 +154,27 @@ is($out, '1|1', 'a rotated file that is a symbolic link is not followed: the liv
 like($err, qr/rotated or truncated and the old file is not ".*sym.log.1"/, 'and the lines left in the old file are warned about');
 unlike($err, qr/symbolic links/, 'no error about symbolic links');
 
+# --- pw.maillog_profile() is not for PUBLIC (issue 12 item 7) ----------------------
+$node->safe_psql('postgres', q{
+    CREATE ROLE ingester LOGIN;
+    CREATE ROLE nobody LOGIN;
+    GRANT USAGE ON SCHEMA pw TO ingester, nobody;
+    GRANT EXECUTE ON FUNCTION pw.read_maillog(text, bigint), pw.maillog_last_read(),
+          pw.ingest_maillog(text), pw.confirm_deliveries(interval) TO ingester;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pw.maillog_files, pw.maillog_pending,
+          pw.deliveries, pw.maillog_daily, pw.suppressions TO ingester;
+    GRANT SELECT ON pw.carriers_config TO ingester;
+    GRANT SELECT, UPDATE ON public.fmcsa_carriers TO ingester;
+    INSERT INTO pw.maillogs (path, profile) VALUES ('prof.log', 'default');
+});
+($out, $err) = ($node->psql('postgres', q{SELECT pw.maillog_profile('prof.log', 'prof.log')},
+	extra_params => [ '-U', 'nobody' ]))[1, 2];
+like($err, qr/permission denied for function maillog_profile/, 'PUBLIC cannot call pw.maillog_profile()');
+append("$logs/prof.log", line(30, 'sent'));
+($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('prof.log')},
+	extra_params => [ '-U', 'ingester' ]))[1, 2];
+is($out, '1', 'a role with the documented ingest grants still ingests') or diag($err);
+is($node->safe_psql('postgres', q{SELECT string_agg(profile || ':' || sent, ',') FROM pw.maillog_daily
+    WHERE day = '2024-03-01' AND profile <> ''}), 'default:1', 'and its outcomes get the profile pw.maillogs maps the log to');
+
 done_testing();
