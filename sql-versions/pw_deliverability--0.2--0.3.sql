@@ -8,3 +8,32 @@ CREATE INDEX maillog_files_identity ON pw.maillog_files (dev, inode);
 -- pw.maillog_profile() (security definer) is no longer executable by PUBLIC;
 -- the ingest calls it without an EXECUTE check (issue 12 item 7)
 REVOKE ALL ON FUNCTION pw.maillog_profile(text, text) FROM PUBLIC;
+
+-- profiles no selection could use: an infinite warmup_start, a brake window
+-- beyond a year (issue 12 item 7)
+ALTER TABLE pw.profiles
+    ADD CONSTRAINT profiles_warmup_start_finite CHECK (isfinite(warmup_start)),
+    ADD CONSTRAINT profiles_brake_window_days_max CHECK (brake_window_days <= 366);
+
+-- The daily cap of one operator (label) under a profile on a warmup day;
+-- NULL for a profile that does not exist.
+CREATE OR REPLACE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(
+        (SELECT r.daily_cap FROM pw.operator_ramp r
+          WHERE r.profile = daily_cap.profile AND r.operator = daily_cap.label
+            AND r.from_day <= daily_cap.warmup_day
+          ORDER BY r.from_day DESC LIMIT 1),
+        (SELECT r.daily_cap FROM pw.warmup_ramp r
+          WHERE r.profile = daily_cap.profile
+            AND r.op_class = pw.operator_class(daily_cap.label)
+            AND r.from_day <= daily_cap.warmup_day
+          ORDER BY r.from_day DESC LIMIT 1),
+        CASE WHEN pw.operator_class(daily_cap.label) = 'default'
+             THEN (SELECT p.default_daily_cap FROM pw.profiles p
+                    WHERE p.name = daily_cap.profile)
+             ELSE 0 END)
+     WHERE EXISTS (SELECT 1 FROM pw.profiles p WHERE p.name = daily_cap.profile);
+END;

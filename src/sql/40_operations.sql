@@ -49,7 +49,8 @@ SELECT day, mx_provider, sent, deferred, bounced,
 ALTER TABLE pw.profiles
     ADD COLUMN brake_enabled boolean NOT NULL DEFAULT true,
     ADD COLUMN brake_window_days integer NOT NULL DEFAULT 3
-        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1),
+        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1)
+        CONSTRAINT profiles_brake_window_days_max CHECK (brake_window_days <= 366),
     ADD COLUMN brake_min_sample integer NOT NULL DEFAULT 50
         CONSTRAINT profiles_brake_min_sample_positive CHECK (brake_min_sample >= 1),
     ADD COLUMN brake_bounce_rate numeric NOT NULL DEFAULT 0.05
