@@ -37,3 +37,34 @@ BEGIN ATOMIC
              ELSE 0 END)
      WHERE EXISTS (SELECT 1 FROM pw.profiles p WHERE p.name = daily_cap.profile);
 END;
+
+-- pw.suppress(): an address longer than RFC 5321 allows is a clear error, not
+-- an index row size error (issue 12 item 7)
+-- Adds an address to the suppression list (an opt-out, from any sending
+-- domain).  True when it was not suppressed yet.
+CREATE OR REPLACE FUNCTION pw.suppress(email text, reason text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    added integer;
+BEGIN
+    IF position('@' IN email) = 0 THEN
+        RAISE EXCEPTION 'cannot suppress "%": not an email address', email
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- PW_EMAIL_MAX_LEN (src/common/pw_common.h): RFC 5321's limit
+    IF octet_length(pw.normalize_email(email)) > 254 THEN
+        RAISE EXCEPTION 'cannot suppress an address of % bytes: longer than RFC 5321 allows',
+                        octet_length(pw.normalize_email(email))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email address has at most 254 bytes.';
+    END IF;
+    INSERT INTO pw.suppressions (email, reason, source)
+    VALUES (pw.normalize_email(email), reason, 'pw.suppress')
+    ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added > 0;
+END
+$$;

@@ -140,6 +140,13 @@ BEGIN
         RAISE EXCEPTION 'cannot suppress "%": not an email address', email
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- PW_EMAIL_MAX_LEN (src/common/pw_common.h): RFC 5321's limit
+    IF octet_length(pw.normalize_email(email)) > 254 THEN
+        RAISE EXCEPTION 'cannot suppress an address of % bytes: longer than RFC 5321 allows',
+                        octet_length(pw.normalize_email(email))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email address has at most 254 bytes.';
+    END IF;
     INSERT INTO pw.suppressions (email, reason, source)
     VALUES (pw.normalize_email(email), reason, 'pw.suppress')
     ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING;
