@@ -6,34 +6,13 @@
 use strict;
 use warnings;
 use Fcntl qw(O_WRONLY O_NONBLOCK);
-use File::Path qw(make_path);
 use POSIX qw(mkfifo);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use PwTest;
 
-my $base = PostgreSQL::Test::Utils::tempdir();
-my $logs = "$base/logs";
-make_path($logs);
-my $node = pw_node('maillogdefects', conf => "pw_deliverability.maillog_directory = '$logs'\n");
-$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
-$node->safe_psql('postgres', q{
-    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
-                                 mx_provider text, listmonk_sent_at timestamptz);
-    INSERT INTO fmcsa_carriers (id, email, email_verify_result)
-        SELECT i, 'r' || i || '@x.test', 'catch_all_domain' FROM generate_series(1, 99) i;
-    SELECT pw.create_writeback_index();
-});
-
-# Appends text to a file.
-sub append
-{
-	my ($path, $text) = @_;
-	open(my $fh, '>>', $path) or die "$path: $!";
-	print $fh $text;
-	close($fh);
-}
+my ($node, $logs, $base) = pw_maillog_node('maillogdefects', 99);
 
 # One delivery-status line for an address (rN@x.test when given a number).
 my $qn = 0;
@@ -75,11 +54,11 @@ like($err, qr/mail log ".*fifo" is not a regular file/, 'read_maillog of a FIFO:
 ok(!$timed_out, 'ingest_maillog of a FIFO returns');
 like($err, qr/mail log ".*fifo" is not a regular file/, 'ingest_maillog of a FIFO: a clear error');
 # a FIFO as the rotated file: the ingest of the live log must not block on it
-append("$logs/f.log", line(1, 'sent'));
+append_to_file("$logs/f.log", line(1, 'sent'));
 is($node->safe_psql('postgres', q{SELECT files FROM pw.ingest_maillog('f.log')}), '1', 'f.log ingested');
 rename("$logs/f.log", "$base/f.log.old") or die;
 mkfifo("$logs/f.log.1", 0666) or die "mkfifo: $!";
-append("$logs/f.log", line(2, 'sent'));
+append_to_file("$logs/f.log", line(2, 'sent'));
 ($out, $err, $timed_out) = bounded("SET statement_timeout = '3s'; SELECT files, events FROM pw.ingest_maillog('f.log')",
 	"$logs/f.log.1");
 ok(!$timed_out, 'a FIFO as the rotated file does not block the ingest');
@@ -90,7 +69,7 @@ is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server still answers');
 
 # --- an address beyond RFC 5321's limits (issue 12 item 2) ------------------------
 my $long = ('a' x 2990) . '@x.test';
-append("$logs/long.log", line($long, 'sent') . line($long, 'deferred') . line($long, 'bounced')
+append_to_file("$logs/long.log", line($long, 'sent') . line($long, 'deferred') . line($long, 'bounced')
 	  . line(('b' x 247) . '@x.test', 'sent') . line(3, 'bounced'));
 ($out, $err) = ($node->psql('postgres', q{SELECT files, lines, events, unparsed, sent, bounced, carriers_bounced
     FROM pw.ingest_maillog('long.log')}))[1, 2];
@@ -106,7 +85,7 @@ is($node->safe_psql('postgres', q{SELECT files || '|' || events FROM pw.ingest_m
 	'a second call reads nothing new');
 
 # --- hard links and renamed logs (issue 12 item 4) --------------------------------
-append("$logs/orig.log", line(10, 'sent') . line(11, 'sent'));
+append_to_file("$logs/orig.log", line(10, 'sent') . line(11, 'sent'));
 is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('orig.log')}), '2', 'orig.log ingested');
 link("$logs/orig.log", "$logs/hard.log") or die "link: $!";
 ($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('hard.log')}))[1, 2];
@@ -116,14 +95,14 @@ like($err, qr/has 2 hard links/, 'so is the file it links to');
 ($out, $err) = ($node->psql('postgres', q{SELECT count(*) FROM pw.read_maillog('hard.log')}))[1, 2];
 like($err, qr/has 2 hard links/, 'read_maillog refuses it too');
 # a hard link to a file outside the directory
-append("$base/outside.log", line(12, 'sent'));
+append_to_file("$base/outside.log", line(12, 'sent'));
 link("$base/outside.log", "$logs/in.log") or die "link: $!";
 ($out, $err) = ($node->psql('postgres', q{SELECT count(*) FROM pw.read_maillog('in.log')}))[1, 2];
 like($err, qr/has 2 hard links/, 'a hard link to a file outside the directory is not read');
 unlink("$logs/in.log");
 # the link removed: the same file under its second name is not read again
 unlink("$logs/orig.log");
-append("$logs/hard.log", line(13, 'sent'));
+append_to_file("$logs/hard.log", line(13, 'sent'));
 ($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('hard.log')}))[1, 2];
 like($err, qr/mail log ".*hard.log" is the file already ingested as ".*orig.log"/,
 	'the file ingested under another name is refused');
@@ -135,7 +114,7 @@ is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('orig.log
 	'under its first name only the new line is read');
 # a new file reusing a stale state's inode is not taken for it
 unlink("$logs/orig.log");
-append("$logs/other.log", line(14, 'sent'));
+append_to_file("$logs/other.log", line(14, 'sent'));
 $node->safe_psql('postgres', q{SELECT count(*) FROM pw.read_maillog('other.log');
     UPDATE pw.maillog_files SET (dev, inode) = (SELECT dev, inode FROM pw.maillog_last_read())
      WHERE path LIKE '%/orig.log'});
@@ -143,38 +122,15 @@ is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('other.lo
 	'a file with a stale identity but other bytes is read');
 
 # --- the rotated file a symbolic link out of the directory (issue 12 item 7) -------
-append("$logs/sym.log", line(20, 'sent'));
+append_to_file("$logs/sym.log", line(20, 'sent'));
 is($node->safe_psql('postgres', q{SELECT events FROM pw.ingest_maillog('sym.log')}), '1', 'sym.log ingested');
-append("$logs/sym.log", line(21, 'sent'));
+append_to_file("$logs/sym.log", line(21, 'sent'));
 rename("$logs/sym.log", "$base/sym.old") or die;
 symlink("$base/sym.old", "$logs/sym.log.1") or die "symlink: $!";
-append("$logs/sym.log", line(22, 'bounced'));
+append_to_file("$logs/sym.log", line(22, 'bounced'));
 ($out, $err) = ($node->psql('postgres', q{SELECT files, events FROM pw.ingest_maillog('sym.log')}))[1, 2];
 is($out, '1|1', 'a rotated file that is a symbolic link is not followed: the live log is read');
 like($err, qr/rotated or truncated and the old file is not ".*sym.log.1"/, 'and the lines left in the old file are warned about');
 unlike($err, qr/symbolic links/, 'no error about symbolic links');
-
-# --- pw.maillog_profile() is not for PUBLIC (issue 12 item 7) ----------------------
-$node->safe_psql('postgres', q{
-    CREATE ROLE ingester LOGIN;
-    CREATE ROLE nobody LOGIN;
-    GRANT USAGE ON SCHEMA pw TO ingester, nobody;
-    GRANT EXECUTE ON FUNCTION pw.read_maillog(text, bigint), pw.maillog_last_read(),
-          pw.ingest_maillog(text), pw.confirm_deliveries(interval) TO ingester;
-    GRANT SELECT, INSERT, UPDATE, DELETE ON pw.maillog_files, pw.maillog_pending,
-          pw.deliveries, pw.maillog_daily, pw.suppressions TO ingester;
-    GRANT SELECT ON pw.carriers_config TO ingester;
-    GRANT SELECT, UPDATE ON public.fmcsa_carriers TO ingester;
-    INSERT INTO pw.maillogs (path, profile) VALUES ('prof.log', 'default');
-});
-($out, $err) = ($node->psql('postgres', q{SELECT pw.maillog_profile('prof.log', 'prof.log')},
-	extra_params => [ '-U', 'nobody' ]))[1, 2];
-like($err, qr/permission denied for function maillog_profile/, 'PUBLIC cannot call pw.maillog_profile()');
-append("$logs/prof.log", line(30, 'sent'));
-($out, $err) = ($node->psql('postgres', q{SELECT events FROM pw.ingest_maillog('prof.log')},
-	extra_params => [ '-U', 'ingester' ]))[1, 2];
-is($out, '1', 'a role with the documented ingest grants still ingests') or diag($err);
-is($node->safe_psql('postgres', q{SELECT string_agg(profile || ':' || sent, ',') FROM pw.maillog_daily
-    WHERE day = '2024-03-01' AND profile <> ''}), 'default:1', 'and its outcomes get the profile pw.maillogs maps the log to');
 
 done_testing();

@@ -13,22 +13,6 @@ use PwTest;
 my $node = pw_node('tagdrop', conf => "pw_deliverability.database = 'tagdb'\n"
 	  . "pw_deliverability.worker_naptime = 1\n");
 
-# Polls a query until it returns the wanted value (at most $secs seconds).
-sub wait_for
-{
-	my ($sql, $want, $secs) = @_;
-	my $deadline = time + ($secs // 60);
-	my $got;
-	while (time < $deadline)
-	{
-		my $rc = $node->psql('postgres', $sql, stdout => \$got, stderr => \my $err);
-		return 1 if $rc == 0 && defined $got && $got eq $want;
-		usleep(200_000);
-	}
-	diag("last value of [$sql]: " . ($got // 'none'));
-	return 0;
-}
-
 # Occurrences of a pattern in the server log after byte offset $from.
 sub log_count
 {
@@ -44,21 +28,21 @@ my $fatal = qr/FATAL:  database "tagdb" does not exist/;
 my $waiting = qr/mx tagger: database "tagdb" does not exist, waiting for it/;
 
 $node->safe_psql('postgres', 'CREATE DATABASE tagdb');
-ok(wait_for($tagger, 'tagdb', 60), 'the tagger serves tagdb');
+ok($node->poll_query_until('postgres', $tagger, 'tagdb'), 'the tagger serves tagdb');
 
 my $logpos = -s $node->logfile;
 $node->safe_psql('postgres', 'DROP DATABASE tagdb WITH (FORCE)');
 my $deadline = time + 60;
 usleep(200_000) while time < $deadline && log_count($waiting, $logpos) == 0;
 is(log_count($waiting, $logpos), 1, 'dropped: the tagger says once that its database does not exist');
-ok(wait_for($tagger, '-', 10), 'and waits connected to no database');
+ok($node->poll_query_until('postgres', $tagger, '-'), 'and waits connected to no database');
 # two more restart intervals (bgw_restart_time 10 s): no FATAL loop
 sleep(22);
 cmp_ok(log_count($fatal, $logpos), '<=', 1, 'no FATAL every 10 s (at most the one start that found it gone)');
 is(log_count($waiting, $logpos), 1, 'nor the message repeated');
 
 $node->safe_psql('postgres', 'CREATE DATABASE tagdb');
-ok(wait_for($tagger, 'tagdb', 60), 'created again: the tagger serves it');
+ok($node->poll_query_until('postgres', $tagger, 'tagdb'), 'created again: the tagger serves it');
 
 $node->stop;
 done_testing();
