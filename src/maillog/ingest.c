@@ -268,7 +268,7 @@ CheckIdentity(const char *canon, const struct stat *sb)
 							canon, other),
 					 errdetail("Its device, inode and the bytes before offset " INT64_FORMAT " are those stored for \"%s\"; reading it under a second name would apply its lines twice.",
 							   offset, other),
-					 errhint("Ingest it under the name it was first ingested as.")));
+					 errhint("Ingest it under the name it was first ingested as; if that log is gone for good, delete its row from pw.maillog_files.")));
 	}
 }
 
