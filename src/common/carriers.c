@@ -58,8 +58,7 @@ TypeCompatible(Oid have, Oid wanted)
 	if (wanted == TEXTOID)
 		return have == VARCHAROID || have == BPCHAROID ||
 			TypeCategory(have) == TYPCATEGORY_STRING;
-	if (wanted == TIMESTAMPTZOID)
-		return have == TIMESTAMPOID || have == DATEOID;
+	/* a send time is a point in time: timestamptz only */
 	return false;
 }
 
@@ -90,7 +89,11 @@ ResolveColumn(PwCarriers *carriers, const char *column, const char *role,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" of carriers relation %s has type %s, expected %s",
 						column, carriers->relation, format_type_be(atttype),
-						format_type_be(wanted_type))));
+						format_type_be(wanted_type)),
+				 wanted_type == TIMESTAMPTZOID &&
+				 (atttype == TIMESTAMPOID || atttype == DATEOID) ?
+				 errhint("A send time is a point in time: convert the column with ALTER TABLE %s ALTER COLUMN %s TYPE timestamptz.",
+						 carriers->relation, quote_identifier(column)) : 0));
 	att->attnum = attnum;
 	att->type = atttype;
 	att->collation = collation;

@@ -47,6 +47,12 @@ extern void PwCarriersLoad(PwCarriers *carriers);
 extern char *PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 								   const char *role, Oid wanted_type);
 
+/*
+ * Longest address stored (octets): RFC 5321's 256-octet path less its angle
+ * brackets.  Longer ones are bad input (and could exceed an index row).
+ */
+#define PW_EMAIL_MAX_LEN 254
+
 /* email.c */
 extern char *PwNormalizeEmail(const char *email, size_t len, Oid collid);
 extern bool PwNormalizeEmailInto(StringInfo buf, const char *email, size_t len,

@@ -256,10 +256,18 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 	const char *addr;
 	AddrAgg    *a;
 
+	addr = NormAddress(in, rec);
+	if (addr != NULL && in->scratch.len > PW_EMAIL_MAX_LEN)
+	{
+		/* an address beyond RFC 5321's limits is a bad line: skipped, counted */
+		in->counts->events--;
+		in->counts->unparsed++;
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	if (!in->have_events || when > in->max_logged_at)
 		in->max_logged_at = when;
 	in->have_events = true;
-	addr = NormAddress(in, rec);
 	/* an expiry with a recipient is that recipient's bounce */
 	if (kind == KIND_EXPIRED && addr != NULL)
 		kind = KIND_BOUNCED;

@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -21,8 +22,6 @@
 #include "ingest_int.h"
 #include "pw_deliverability.h"
 
-/* Result column of pw.maillog_profile() */
-#define PROFILE_NAME 1
 /* Result column of the update of pw.deliveries: the rows updated */
 #define DELIVERIES_UPDATED 1
 
@@ -94,22 +93,21 @@ TidCmp(const void *a, const void *b)
 
 /*
  * The profile pw.maillogs maps the log to ("given" as passed, or its
- * canonical path), '' if none; looked up once: pw.maillog_profile() is
- * security definer.
+ * canonical path), '' if none, looked up once by pw.maillog_profile().  That
+ * function is security definer (a role granted ingestion needs no privilege
+ * on pw.maillogs) and revoked from PUBLIC: it is called through fmgr, which
+ * checks no EXECUTE privilege, so only the ingest (whose caller may read the
+ * log) reaches it.
  */
 static char *
 LookUpProfile(const char *given, const char *canon)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	char	   *profile;
+	Oid			fn = MaillogExtensionFunction("pw.maillog_profile(text, text)");
+	Datum		d;
 
-	values[0] = CStringGetTextDatum(given);
-	values[1] = CStringGetTextDatum(canon);
-	PwSpiExecute("SELECT pw.maillog_profile($1, $2)", 2, types, values, NULL, false,
-				 SPI_OK_SELECT);
-	profile = PwSpiGetText(0, PROFILE_NAME);
-	return profile == NULL ? pstrdup("") : profile;
+	d = OidFunctionCall2Coll(fn, DEFAULT_COLLATION_OID, CStringGetTextDatum(given),
+							 CStringGetTextDatum(canon));
+	return TextDatumGetCString(d);
 }
 
 /*

@@ -40,11 +40,14 @@ typedef struct FileState
 	bytea	   *tail;			/* NULL when none was stored */
 } FileState;
 
-/* Stats a canonical path; false when it does not exist. */
+/*
+ * Stats a path without following a final symbolic link (a rotated file that
+ * is a link is not the old file); false when it does not exist.
+ */
 static bool
 StatPath(const char *path, struct stat *sb)
 {
-	if (stat(path, sb) == 0)
+	if (lstat(path, sb) == 0)
 		return true;
 	if (errno == ENOENT)
 		return false;
@@ -107,6 +110,49 @@ TailMatches(const char *path, int64 offset, uint64 dev, uint64 inode,
 	if (now != NULL)
 		pfree(now);
 	return same;
+}
+
+/* Result columns of the states of other paths with a file's identity */
+#define IDENTITY_PATH 1
+#define IDENTITY_OFFSET 2
+#define IDENTITY_TAIL 3
+
+/*
+ * Refuses a log that is, by device and inode and the bytes before the stored
+ * offset, the file another path's state has already read (the log renamed,
+ * or a hard link since removed): its lines would be applied twice.
+ */
+static void
+CheckIdentity(const char *canon, const struct stat *sb)
+{
+	Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		args[3];
+	uint64		n;
+
+	args[0] = CStringGetTextDatum(canon);
+	args[1] = Int64GetDatum((int64) sb->st_dev);
+	args[2] = Int64GetDatum((int64) sb->st_ino);
+	n = PwSpiExecute("SELECT path, \"offset\", tail FROM pw.maillog_files"
+					 " WHERE dev = $2 AND inode = $3 AND path <> $1 AND \"offset\" > 0",
+					 3, types, args, NULL, false, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *other = PwSpiGetTextNotNull(i, IDENTITY_PATH);
+		int64		offset = PwSpiGetInt64(i, IDENTITY_OFFSET);
+		bool		notail;
+		Datum		tail = PwSpiGetDatum(i, IDENTITY_TAIL, BYTEAOID, &notail);
+
+		if ((int64) sb->st_size >= offset &&
+			TailMatches(canon, offset, (uint64) sb->st_dev, (uint64) sb->st_ino,
+						notail ? NULL : DatumGetByteaPP(tail)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("mail log \"%s\" is the file already ingested as \"%s\"",
+							canon, other),
+					 errdetail("Its device, inode and the bytes before offset " INT64_FORMAT " are those stored for \"%s\"; reading it under a second name would apply its lines twice.",
+							   offset, other),
+					 errhint("Ingest it under the name it was first ingested as; if that log is gone for good, delete its row from pw.maillog_files.")));
+	}
 }
 
 /*
@@ -196,6 +242,7 @@ MaillogFileStatePlan(const char *canon, MaillogSegment *segs, struct stat *sb)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("mail log \"%s\" is not a regular file", canon)));
+	CheckIdentity(canon, sb);
 
 	if (state.known && SameFile(canon, sb, &state))
 	{

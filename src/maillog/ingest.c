@@ -35,11 +35,26 @@
 
 PG_FUNCTION_INFO_V1(pw_ingest_maillog);
 
-/* Result column of the lookup of pw.read_maillog() */
-#define READ_MAILLOG_OID 1
+/* Result column of the lookup of a function by its signature */
+#define FUNCTION_OID 1
 
 /* The columns returned by pw.ingest_maillog() */
 #define INGEST_RESULT_COLS 13
+
+/* The oid of one of the extension's functions, by its signature. */
+Oid
+MaillogExtensionFunction(const char *signature)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+
+	args[0] = CStringGetTextDatum(signature);
+	PwSpiExecute("SELECT pg_catalog.to_regprocedure($1)::oid", 1, types, args, NULL,
+				 false, SPI_OK_SELECT);
+	if (PwSpiIsNull(0, FUNCTION_OID))
+		elog(ERROR, "pw.ingest_maillog: function %s is missing", signature);
+	return PwSpiGetOid(0, FUNCTION_OID);
+}
 
 /*
  * The ingest reads the log as pw.read_maillog() does: refuse a role that may
@@ -48,13 +63,8 @@ PG_FUNCTION_INFO_V1(pw_ingest_maillog);
 static void
 CheckReadPrivilege(void)
 {
-	Oid			fn;
+	Oid			fn = MaillogExtensionFunction("pw.read_maillog(text, bigint)");
 
-	PwSpiRun("SELECT pg_catalog.to_regprocedure('pw.read_maillog(text, bigint)')::oid",
-			 SPI_OK_SELECT);
-	if (PwSpiIsNull(0, READ_MAILLOG_OID))
-		elog(ERROR, "pw.ingest_maillog: function pw.read_maillog(text, bigint) is missing");
-	fn = PwSpiGetOid(0, READ_MAILLOG_OID);
 	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, "read_maillog");
 }

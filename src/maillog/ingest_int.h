@@ -247,6 +247,9 @@ extern void MaillogApplyPending(MaillogIngest *in);
 extern bool MaillogMatchCarriers(MaillogIngest *in, AddrAgg **sorted,
 								 PwCarriers *carriers, bool *have_index);
 
+/* ingest.c */
+extern Oid	MaillogExtensionFunction(const char *signature);
+
 /* apply.c */
 extern void MaillogApply(MaillogIngest *in, PwCarriers *carriers,
 						 MaillogIngestCounts *counts, const char *given,

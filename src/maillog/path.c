@@ -64,12 +64,16 @@ OutsideError(const char *path)
 /*
  * Opens a mail log (already resolved, never through a symbolic link) for
  * reading as a transient file and fills *sb from the open descriptor; errors
- * name the file.
+ * name the file.  The open never blocks: it is non-blocking, so a FIFO (or
+ * a device) planted in the directory is refused instead of waiting for a
+ * writer, and anything but a regular file is refused before it is read, as
+ * is a file with more than one hard link.
  */
 int
 MaillogOpen(const char *canon, struct stat *sb)
 {
-	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | PG_BINARY);
+	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | PG_BINARY);
+	int			flags;
 
 	if (fd < 0)
 		ereport(ERROR,
@@ -79,6 +83,25 @@ MaillogOpen(const char *canon, struct stat *sb)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not stat mail log \"%s\": %m", canon)));
+	if (!S_ISREG(sb->st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("mail log \"%s\" is not a regular file", canon)));
+	/* another link could lead out of the directory, or ingest it twice */
+	if (sb->st_nlink != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("mail log \"%s\" has %lu hard links", canon,
+						(unsigned long) sb->st_nlink),
+				 errdetail("A file with more than one link may be a file outside %s.maillog_directory, or a log that would be read twice under two names.",
+						   PW_GUC_PREFIX),
+				 errhint("Remove the other links; rotate logs by renaming them.")));
+	/* reads of a regular file then block as usual */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not set mail log \"%s\" to blocking reads: %m", canon)));
 	return fd;
 }
 

@@ -258,10 +258,6 @@ MaillogRead(const char *canon, int64 start_offset, MaillogEventSink sink,
 	st->end_offset = start_offset;
 
 	fd = MaillogOpen(canon, &sb);
-	if (!S_ISREG(sb.st_mode))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("mail log \"%s\" is not a regular file", canon)));
 	st->dev = (uint64) sb.st_dev;
 	st->inode = (uint64) sb.st_ino;
 	if (start_offset > 0 && lseek(fd, (off_t) start_offset, SEEK_SET) < 0)

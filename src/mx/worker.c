@@ -5,13 +5,19 @@
  *	  that drains the tagging backlog batch by batch (one transaction each),
  *	  sleeps when idle, reloads on SIGHUP, exits on SIGTERM without
  *	  committing half a batch, and can be woken from SQL through its latch
- *	  (pw.wake_tagger()).
+ *	  (pw.wake_tagger()).  When its database does not exist (dropped), it
+ *	  says so once and waits for it, connected to no database.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -43,6 +49,7 @@ typedef struct PwTaggerShared
 	slock_t		mutex;
 	pid_t		pid;
 	Latch	   *latch;
+	bool		connecting;		/* a start is connecting, or died doing so */
 } PwTaggerShared;
 
 static PwTaggerShared *tagger_shared = NULL;
@@ -79,6 +86,7 @@ TaggerShmemStartup(void)
 		SpinLockInit(&tagger_shared->mutex);
 		tagger_shared->pid = 0;
 		tagger_shared->latch = NULL;
+		tagger_shared->connecting = false;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -191,6 +199,86 @@ TagInOneTransaction(void)
 	return installed && (c.looked_up > 0 || c.invalid > 0 || c.carriers > 0);
 }
 
+/* Sets the shared "connecting" flag; returns its previous value. */
+static bool
+TaggerSetConnecting(bool connecting)
+{
+	bool		was;
+
+	if (tagger_shared == NULL)
+		return false;
+	SpinLockAcquire(&tagger_shared->mutex);
+	was = tagger_shared->connecting;
+	tagger_shared->connecting = connecting;
+	SpinLockRelease(&tagger_shared->mutex);
+	return was;
+}
+
+/* Whether pg_database has a database of that name (read in a transaction). */
+static bool
+TaggerDatabaseExists(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		found = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
+ * The last start died connecting (the database was dropped, or never
+ * existed): instead of failing every bgw_restart_time, wait connected to no
+ * database, saying so once, until pw_deliverability.database exists; then
+ * exit to be restarted into it.  Never returns.
+ */
+static void
+TaggerAwaitDatabase(void)
+{
+	bool		said = false;
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("pw_deliverability mx tagger");
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (TaggerDatabaseExists(pw_database))
+		{
+			elog(LOG, "pw_deliverability mx tagger: database \"%s\" exists, restarting into it",
+				 pw_database);
+			TaggerSetConnecting(false);
+			proc_exit(1);
+		}
+		if (!said)
+		{
+			ereport(LOG,
+					(errmsg("pw_deliverability mx tagger: database \"%s\" does not exist, waiting for it",
+							pw_database),
+					 errhint("Create the database, or set %s.database to another one and restart the server.",
+							 PW_GUC_PREFIX)));
+			pgstat_report_activity(STATE_IDLE, "pw mx tagger: database does not exist, waiting");
+			said = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pw_worker_naptime * 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 /* Entry point of the background MX tagger. */
 void
 MxTaggerMain(Datum arg)
@@ -198,7 +286,11 @@ MxTaggerMain(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	/* the flag stays set if connecting fails (FATAL: the database is gone) */
+	if (TaggerSetConnecting(true))
+		TaggerAwaitDatabase();
 	BackgroundWorkerInitializeConnection(pw_database, NULL, 0);
+	TaggerSetConnecting(false);
 	pgstat_report_appname("pw_deliverability mx tagger");
 
 	if (tagger_shared != NULL)

@@ -252,7 +252,8 @@ INSERT INTO pw.carriers_config (seeded) VALUES (true);
 CREATE TABLE pw.profiles (
     name              text PRIMARY KEY
                       CONSTRAINT profiles_name_format CHECK (name ~ '^[A-Za-z0-9_.-]+$'),
-    warmup_start      date NOT NULL DEFAULT current_date,
+    warmup_start      date NOT NULL DEFAULT current_date
+                      CONSTRAINT profiles_warmup_start_finite CHECK (isfinite(warmup_start)),
     exclude_until_day integer NOT NULL DEFAULT 30
                       CONSTRAINT profiles_exclude_until_day_nonnegative CHECK (exclude_until_day >= 0),
     skip_big_mx       boolean NOT NULL DEFAULT true,
@@ -279,7 +280,8 @@ CREATE TABLE pw.profiles (
     -- nothing is judged.
     brake_enabled       boolean NOT NULL DEFAULT true,
     brake_window_days   integer NOT NULL DEFAULT 3
-                        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1),
+                        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1)
+                        CONSTRAINT profiles_brake_window_days_max CHECK (brake_window_days <= 366),
     brake_min_sample    integer NOT NULL DEFAULT 50
                         CONSTRAINT profiles_brake_min_sample_positive CHECK (brake_min_sample >= 1),
     brake_bounce_rate   numeric NOT NULL DEFAULT 0.05
@@ -395,7 +397,8 @@ SELECT profile, op_class, from_day, daily_cap, true FROM (VALUES
     ('default', 'consumer', 60, 120)
 ) AS s (profile, op_class, from_day, daily_cap);
 
--- The daily cap of one operator (label) under a profile on a warmup day.
+-- The daily cap of one operator (label) under a profile on a warmup day;
+-- NULL for a profile that does not exist.
 CREATE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
 RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -413,7 +416,8 @@ BEGIN ATOMIC
         CASE WHEN pw.operator_class(daily_cap.label) = 'default'
              THEN (SELECT p.default_daily_cap FROM pw.profiles p
                     WHERE p.name = daily_cap.profile)
-             ELSE 0 END);
+             ELSE 0 END)
+     WHERE EXISTS (SELECT 1 FROM pw.profiles p WHERE p.name = daily_cap.profile);
 END;
 
 -- The warmup day of a profile today (its warmup_start is day 1).

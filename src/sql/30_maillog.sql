@@ -41,6 +41,10 @@ CREATE TABLE pw.maillog_files (
     tail        bytea       -- the bytes just before "offset" (up to 256): recognises the file
 );
 
+-- A file is also known by its identity: pw.ingest_maillog() refuses a path
+-- whose file another path's state has already read.
+CREATE INDEX maillog_files_identity ON pw.maillog_files (dev, inode);
+
 -- Recipients seen deferred and not (yet) sent or bounced, per queue id: a
 -- later qmgr "status=expired" of that queue id bounces them.
 CREATE TABLE pw.maillog_pending (
@@ -141,6 +145,13 @@ BEGIN
     IF position('@' IN email) = 0 THEN
         RAISE EXCEPTION 'cannot suppress "%": not an email address', email
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- PW_EMAIL_MAX_LEN (src/common/pw_common.h): RFC 5321's limit
+    IF octet_length(pw.normalize_email(email)) > 254 THEN
+        RAISE EXCEPTION 'cannot suppress an address of % bytes: longer than RFC 5321 allows',
+                        octet_length(pw.normalize_email(email))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email address has at most 254 bytes.';
     END IF;
     INSERT INTO pw.suppressions (email, reason, source)
     VALUES (pw.normalize_email(email), reason, 'pw.suppress')

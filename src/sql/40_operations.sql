@@ -16,8 +16,9 @@ CREATE TABLE pw.maillogs (
 );
 
 -- The profile pw.maillogs maps a log to, by the path as given or its
--- canonical path ('' if none).  Ingestion calls it: security definer, so
--- that a role granted ingestion needs no privilege on pw.maillogs.
+-- canonical path ('' if none).  Ingestion calls it (through fmgr, with no
+-- EXECUTE check): security definer, so that a role granted ingestion needs
+-- no privilege on pw.maillogs, and revoked from PUBLIC.
 CREATE FUNCTION pw.maillog_profile(path text, canonical_path text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 RETURN coalesce((SELECT m.profile FROM pw.maillogs m
@@ -325,5 +326,6 @@ $$;
 
 REVOKE ALL ON FUNCTION pw.schedule_jobs(text, text, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pw.unschedule_jobs() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pw.maillog_profile(text, text) FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('pw.maillogs', '');

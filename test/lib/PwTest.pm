@@ -7,7 +7,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(pw_node pw_srcdir pw_load_generator);
+our @EXPORT = qw(pw_node pw_srcdir pw_load_generator pw_maillog_node);
 
 # The source tree (for fixtures and the generator).
 sub pw_srcdir
@@ -27,6 +27,28 @@ sub pw_node
 	  if $preload ne '';
 	$node->start;
 	return $node;
+}
+
+# A started cluster reading mail logs from a fresh directory, the extension
+# installed and a carriers table of $ncarriers rows (rN@x.test,
+# catch_all_domain) with the writeback index; returns (node, logs dir, base
+# temporary dir).
+sub pw_maillog_node
+{
+	my ($name, $ncarriers) = @_;
+	my $base = PostgreSQL::Test::Utils::tempdir();
+	my $logs = "$base/logs";
+	mkdir($logs) or die "$logs: $!";
+	my $node = pw_node($name, conf => "pw_deliverability.maillog_directory = '$logs'\n");
+	$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+	$node->safe_psql('postgres', qq{
+    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                 mx_provider text, listmonk_sent_at timestamptz);
+    INSERT INTO fmcsa_carriers (id, email, email_verify_result)
+        SELECT i, 'r' || i || '\@x.test', 'catch_all_domain' FROM generate_series(1, $ncarriers) i;
+    SELECT pw.create_writeback_index();
+});
+	return ($node, $logs, $base);
 }
 
 # Loads test/generate_carriers.sql into a database of the node.

@@ -147,6 +147,18 @@ like($err, qr/permission denied for function read_maillog/, 'read refused withou
 ($ret, $out, $err) = $node->psql('postgres', "SELECT events, carriers_bounced FROM pw.ingest_maillog('grant.log')",
 	extra_params => [ '-U', 'ingester' ]);
 is($out, '1|1', 'a granted role ingests and writes back');
+# pw.maillog_profile() (security definer) is not for PUBLIC, yet the ingest
+# still maps a granted role's log to its profile
+($ret, $out, $err) = $node->psql('postgres', "SELECT pw.maillog_profile('grant.log', 'grant.log')",
+	extra_params => [ '-U', 'stranger' ]);
+like($err, qr/permission denied for function maillog_profile/, 'pw.maillog_profile() refused without a grant');
+$node->safe_psql('postgres', q{INSERT INTO pw.maillogs (path, profile) VALUES ('profile.log', 'default')});
+append("$logs/profile.log", line('EEEEE00002', 'r8@x.test', 'sent'));
+($ret, $out, $err) = $node->psql('postgres', "SELECT events FROM pw.ingest_maillog('profile.log')",
+	extra_params => [ '-U', 'ingester' ]);
+is($out, '1', 'a granted role ingests a log mapped to a profile') or diag($err);
+is($node->safe_psql('postgres', q{SELECT sum(sent) FROM pw.maillog_daily WHERE profile = 'default'}), '1',
+	'and its outcome is the profile\'s');
 ($ret, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM pw.read_maillog('escape.log')",
 	extra_params => [ '-U', 'ingester' ]);
 like($err, qr/outside pw_deliverability.maillog_directory/, 'a granted role is still confined');

@@ -105,7 +105,8 @@ is($node->safe_psql('postgres', q{
       FROM pg_proc p
      WHERE p.pronamespace = 'pw'::regnamespace
        AND p.proname IN ('read_maillog', 'maillog_last_read', 'ingest_maillog', 'confirm_deliveries',
-                         'create_writeback_index', 'suppress', 'wake_tagger', 'mx_tag', 'resolve_mx')
+                         'create_writeback_index', 'suppress', 'wake_tagger', 'mx_tag', 'resolve_mx',
+                         'maillog_profile')
        AND has_function_privilege('public', p.oid, 'EXECUTE')}), '',
 	'no file, DNS or write function is executable by PUBLIC');
 

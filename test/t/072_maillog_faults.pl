@@ -6,24 +6,12 @@
 # applied exactly once.
 use strict;
 use warnings;
-use File::Path qw(make_path);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use PwTest;
 
-my $base = PostgreSQL::Test::Utils::tempdir();
-my $logs = "$base/logs";
-make_path($logs);
-my $node = pw_node('maillogfaults', conf => "pw_deliverability.maillog_directory = '$logs'\n");
-$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
-$node->safe_psql('postgres', q{
-    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
-                                 mx_provider text, listmonk_sent_at timestamptz);
-    INSERT INTO fmcsa_carriers (id, email, email_verify_result)
-        SELECT i, 'r' || i || '@x.test', 'catch_all_domain' FROM generate_series(1, 99) i;
-    SELECT pw.create_writeback_index();
-});
+my ($node, $logs, $base) = pw_maillog_node('maillogfaults', 99);
 
 # Appends text to a file.
 sub append
