@@ -148,7 +148,10 @@ is($node->safe_psql('postgres', q{
 	'no function in another language');
 
 # --- the install script: every object and reference schema-qualified -----------
-my $script_path = pw_srcdir() . '/pw_deliverability--0.2.sql';
+# the generated script of the default version (pw_deliverability.control)
+my ($default_version) =
+  slurp_file(pw_srcdir() . '/pw_deliverability.control') =~ /^default_version = '([^']+)'/m;
+my $script_path = pw_srcdir() . "/pw_deliverability--$default_version.sql";
 my $script = slurp_file($script_path);
 # comments out; dollar-quoted bodies kept (their table references count too)
 $script =~ s/--[^\n]*//g;
