@@ -128,8 +128,7 @@ tap-check:
 endif
 
 # ---------------------------------------------------------------------------
-# Hardening (not part of make test; see README "Hardening: fuzzing,
-# sanitizers, valgrind")
+# Hardening (not part of make test; see docs/testing.md "Hardening")
 #
 #   make fuzz            libFuzzer harnesses (clang + libclang-rt-14-dev) on
 #                        the PostgreSQL-free sources, FUZZ_SECONDS each

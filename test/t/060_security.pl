@@ -109,7 +109,7 @@ is($node->safe_psql('postgres', q{
        AND has_function_privilege('public', p.oid, 'EXECUTE')}), '',
 	'no file, DNS or write function is executable by PUBLIC');
 
-# --- the grants a campaign builder needs (README "Security") -------------------
+# --- the grants a campaign builder needs (docs/security.md) --------------------
 $node->safe_psql('postgres', q{
     GRANT USAGE ON SCHEMA pw TO campaign;
     GRANT SELECT ON pw.profiles, pw.carriers_config, pw.verify_results, pw.operators,
