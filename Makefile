@@ -34,9 +34,9 @@ REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 PKG_CONFIG ?= pkg-config
-PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl libidn2)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl libidn2)
 
 EXTRA_CLEAN = tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
@@ -51,7 +51,7 @@ endif
 
 ifeq ($(PGXS),)
 PW_NO_PGXS = cannot find PGXS: '$(PG_CONFIG) --pgxs' failed. Install \
-  postgresql-server-dev-15, libc-ares-dev, libpsl-dev and pkg-config (as root, \
+  postgresql-server-dev-15, libc-ares-dev, libpsl-dev, libidn2-dev and pkg-config (as root, \
   'bash .ci/deps' does), or name the pg_config of your PostgreSQL 15: \
   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 ifeq ($(filter-out test demo,$(or $(MAKECMDGOALS),all)),)
@@ -148,8 +148,8 @@ FUZZ_SRC_maillog = src/maillog/maillog_parse.c
 FUZZ_SRC_domain = src/mx/classify_core.c
 FUZZ_SRC_classify = src/mx/classify_core.c
 FUZZ_LIBS_maillog =
-FUZZ_LIBS_domain = -lpsl
-FUZZ_LIBS_classify = -lpsl
+FUZZ_LIBS_domain = $(shell $(PKG_CONFIG) --libs libpsl libidn2)
+FUZZ_LIBS_classify = $(shell $(PKG_CONFIG) --libs libpsl libidn2)
 
 .PHONY: fuzz fuzz-build sanitize
 

@@ -109,7 +109,7 @@ is($node->safe_psql('postgres', q{
        AND has_function_privilege('public', p.oid, 'EXECUTE')}), '',
 	'no file, DNS or write function is executable by PUBLIC');
 
-# --- the grants a campaign builder needs (docs/security.md) --------------------
+# --- the grants a campaign builder needs (README "Security") -------------------
 $node->safe_psql('postgres', q{
     GRANT USAGE ON SCHEMA pw TO campaign;
     GRANT SELECT ON pw.profiles, pw.carriers_config, pw.verify_results, pw.operators,
@@ -147,14 +147,16 @@ is($node->safe_psql('postgres', q{
      WHERE p.pronamespace = 'pw'::regnamespace AND l.lanname NOT IN ('c', 'sql', 'plpgsql')}), '0',
 	'no function in another language');
 
-# --- the install script: every object and reference schema-qualified -----------
-# the generated script of the default version (pw_deliverability.control)
-my ($default_version) =
-  slurp_file(pw_srcdir() . '/pw_deliverability.control') =~ /^default_version = '([^']+)'/m;
-my $script_path = pw_srcdir() . "/pw_deliverability--$default_version.sql";
-my $script = slurp_file($script_path);
-# comments out; dollar-quoted bodies kept (their table references count too)
+# --- the install and upgrade scripts: every object and reference schema-qualified
+# (the install script of the default version, as the Makefile assembled it)
+my $version = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'});
+my $script = join "\n", map { slurp_file($_) } pw_srcdir() . "/pw_deliverability--$version.sql",
+  sort glob(pw_srcdir() . '/sql-versions/pw_deliverability--*--*.sql');
+# comments and the \echo guards out; dollar-quoted bodies kept (their table
+# references count too)
 $script =~ s/--[^\n]*//g;
+$script =~ s/^\\echo[^\n]*//mg;
 my @unqualified;
 while ($script =~ /\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:UNIQUE\s+)?(TABLE|FUNCTION|PROCEDURE|VIEW|MATERIALIZED\s+VIEW|TYPE|DOMAIN|SEQUENCE|AGGREGATE|OPERATOR|SCHEMA)\s+(?:IF\s+NOT\s+EXISTS\s+)?("?[\w.]+"?)/gi)
 {
@@ -189,7 +191,7 @@ while ($script =~ /\b(FROM|JOIN)\s+(?!\()([\w.]+)(\s*\()?/gi)
 	next if $ctes{$name} || $name =~ /^(LATERAL|ONLY|UNNEST|PUBLIC)$/i;
 	push @unqualified, "$what $name";
 }
-is(join("\n", @unqualified), '', 'the install script names every object schema-qualified');
+is(join("\n", @unqualified), '', 'the install and upgrade scripts name every object schema-qualified');
 
 # --- a hostile search_path ----------------------------------------------------
 # Functions and operators named like the built-ins and the extension's
