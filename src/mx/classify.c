@@ -3,7 +3,7 @@
  * classify.c
  *	  SQL face of the classifier: pw.classify_mx(), pw.normalize_domain(),
  *	  pw.domain_problem(), pw.registrable_domain(), the loader of
- *	  pw.mx_suffix_rules shared with the tagger, and MxDomainNormalize(),
+ *	  pw.mx_suffix_rules shared with the tagger, and MxDomainNormalizeDb(),
  *	  the validator of names in the database encoding.
  *
  *-------------------------------------------------------------------------
@@ -21,7 +21,6 @@
 
 #include "classify_core.h"
 #include "mx.h"
-#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_classify_mx);
@@ -32,9 +31,24 @@ PG_FUNCTION_INFO_V1(pw_registrable_domain);
 /* Suffix rules cached in fn_extra for the duration of one statement */
 typedef struct RulesCache
 {
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 	size_t		nrules;
 } RulesCache;
+
+/* Columns of the suffix-rules query */
+#define RULES_COL_SUFFIX	1
+#define RULES_COL_LABEL		2
+
+/* A text column of an SPI result row that the table declares NOT NULL. */
+static char *
+RuleColumn(HeapTuple tup, TupleDesc desc, int col)
+{
+	char	   *value = SPI_getvalue(tup, desc, col);
+
+	if (value == NULL)
+		elog(ERROR, "pw.mx_suffix_rules has a NULL %s", SPI_fname(desc, col));
+	return value;
+}
 
 /*
  * A name of *len bytes in the database encoding as UTF-8: itself in a UTF-8
@@ -55,7 +69,7 @@ NameToUtf8(const char *name, size_t *len)
 		return name;
 	for (size_t i = 0; i < *len && ascii; i++)
 		ascii = !IS_HIGHBIT_SET(name[i]);
-	/* too long to be valid anyway: PwDomainNormalize() refuses it as it is */
+	/* too long to be valid anyway: MxDomainNormalize() refuses it as it is */
 	if (ascii || *len > PW_INPUT_MAX + 1)
 		return name;
 	if (enc == PG_SQL_ASCII)
@@ -82,25 +96,25 @@ NameToUtf8(const char *name, size_t *len)
 }
 
 /*
- * PwDomainNormalize() of a name in the database encoding (converted to
- * UTF-8 for IDNA first); PW_DOMAIN_NOT_UNICODE when it cannot be.  Errors
+ * MxDomainNormalize() of a name in the database encoding (converted to
+ * UTF-8 for IDNA first); MX_DOMAIN_NOT_UNICODE when it cannot be.  Errors
  * out when libidn2 runs out of memory.
  */
-PwDomainStatus
-MxDomainNormalize(const char *name, size_t len, char *out)
+MxDomainStatus
+MxDomainNormalizeDb(const char *name, size_t len, char *out)
 {
 	const char *utf8 = NameToUtf8(name, &len);
-	PwDomainStatus st;
+	MxDomainStatus st;
 
 	if (utf8 == NULL)
 	{
 		out[0] = '\0';
-		return PW_DOMAIN_NOT_UNICODE;
+		return MX_DOMAIN_NOT_UNICODE;
 	}
-	st = PwDomainNormalize(utf8, len, out);
+	st = MxDomainNormalize(utf8, len, out);
 	if (utf8 != name)
 		pfree(unconstify(char *, utf8));
-	if (st == PW_DOMAIN_NO_MEMORY)
+	if (st == MX_DOMAIN_NO_MEMORY)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory"),
@@ -109,31 +123,30 @@ MxDomainNormalize(const char *name, size_t len, char *out)
 }
 
 /*
- * Reads pw.mx_suffix_rules into cxt, sorted for PwSuffixMatch().  Connects
+ * Reads pw.mx_suffix_rules into cxt, sorted for MxSuffixMatch().  Connects
  * to SPI itself (nested connections are fine).
  */
 void
-PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules, size_t *nrules)
+MxSuffixRulesLoad(MemoryContext cxt, MxSuffixRule **rules, size_t *nrules)
 {
-	PwSuffixRule *r;
+	MxSuffixRule *r;
 	uint64		n;
 
 	SPI_connect();
 	if (SPI_execute("SELECT suffix, label FROM pw.mx_suffix_rules", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pw.mx_suffix_rules");
 	n = SPI_processed;
-	r = MemoryContextAllocZero(cxt, sizeof(PwSuffixRule) * (n + 1));
+	r = MemoryContextAllocZero(cxt, sizeof(MxSuffixRule) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		char	   *suffix = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
-		char	   *label = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		r[i].suffix = MemoryContextStrdup(cxt, suffix ? suffix : "");
-		r[i].label = MemoryContextStrdup(cxt, label ? label : "");
+		r[i].suffix = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_SUFFIX));
+		r[i].label = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_LABEL));
 	}
 	SPI_finish();
-	PwSuffixRulesSort(r, n);
+	MxSuffixRulesSort(r, n);
 	*rules = r;
 	*nrules = n;
 }
@@ -154,7 +167,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 	const char **hosts;
 	size_t	   *lens;
 	size_t		nhosts = 0;
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
@@ -167,7 +180,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 	if (cache == NULL)
 	{
 		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(RulesCache));
-		PwSuffixRulesLoad(fcinfo->flinfo->fn_mcxt, &cache->rules, &cache->nrules);
+		MxSuffixRulesLoad(fcinfo->flinfo->fn_mcxt, &cache->rules, &cache->nrules);
 		fcinfo->flinfo->fn_extra = cache;
 	}
 
@@ -187,7 +200,7 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 		if (hosts[nhosts] != NULL)
 			nhosts++;
 	}
-	if (!PwClassifyExchanges(cache->rules, cache->nrules, hosts, lens, nhosts, label))
+	if (!MxClassifyExchanges(cache->rules, cache->nrules, hosts, lens, nhosts, label))
 		PG_RETURN_TEXT_P(cstring_to_text("none"));
 	PG_RETURN_TEXT_P(cstring_to_text(label));
 }
@@ -197,9 +210,9 @@ Datum
 pw_normalize_domain(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
+	char		out[MX_NAME_BUF];
 
-	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalizeDb(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != MX_DOMAIN_OK)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
@@ -209,12 +222,12 @@ Datum
 pw_domain_problem(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
-	PwDomainStatus st = MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
+	char		out[MX_NAME_BUF];
+	MxDomainStatus st = MxDomainNormalizeDb(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
 
-	if (st == PW_DOMAIN_OK)
+	if (st == MX_DOMAIN_OK)
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(PwDomainStatusText(st)));
+	PG_RETURN_TEXT_P(cstring_to_text(MxDomainStatusText(st)));
 }
 
 /*
@@ -226,12 +239,12 @@ Datum
 pw_registrable_domain(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	char		out[PW_NAME_BUF];
+	char		out[MX_NAME_BUF];
 	const char *reg;
 
-	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalizeDb(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != MX_DOMAIN_OK)
 		PG_RETURN_NULL();
-	reg = PwRegistrableDomain(out);
+	reg = MxRegistrableDomain(out);
 	if (reg == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(reg));

@@ -60,40 +60,40 @@ IsLdh(unsigned char c)
  * Checks one ASCII label, lower-cases it and appends it to out at *o
  * (after a dot unless it is the first).
  */
-static PwDomainStatus
+static MxDomainStatus
 NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 {
 	char		label[64];
 
 	if (len == 0)
-		return PW_DOMAIN_EMPTY_LABEL;
+		return MX_DOMAIN_EMPTY_LABEL;
 	if (len > 63)
-		return PW_DOMAIN_LABEL_TOO_LONG;
+		return MX_DOMAIN_LABEL_TOO_LONG;
 	for (size_t i = 0; i < len; i++)
 	{
 		unsigned char c = AsciiLower(s[i]);
 
 		if (!IsLdh(c))
-			return PW_DOMAIN_BAD_CHAR;
+			return MX_DOMAIN_BAD_CHAR;
 		label[i] = (char) c;
 	}
 	if (label[0] == '-' || label[len - 1] == '-')
-		return PW_DOMAIN_BAD_HYPHEN;
-	if (*o + (*o > 0 ? 1 : 0) + len > PW_DOMAIN_MAX)
-		return PW_DOMAIN_TOO_LONG;
+		return MX_DOMAIN_BAD_HYPHEN;
+	if (*o + (*o > 0 ? 1 : 0) + len > MX_DOMAIN_MAX)
+		return MX_DOMAIN_TOO_LONG;
 	if (*o > 0)
 		out[(*o)++] = '.';
 	memcpy(out + *o, label, len);
 	*o += len;
 	out[*o] = '\0';
-	return PW_DOMAIN_OK;
+	return MX_DOMAIN_OK;
 }
 
 /*
  * Normalises an ASCII name without its trailing dot into out: the LDH rules
  * of each label, two or more labels, a top label that is not all digits.
  */
-static PwDomainStatus
+static MxDomainStatus
 NormalizeLabels(const unsigned char *s, size_t len, char *out)
 {
 	size_t		o = 0;
@@ -105,50 +105,50 @@ NormalizeLabels(const unsigned char *s, size_t len, char *out)
 	{
 		if (i == len || s[i] == '.')
 		{
-			PwDomainStatus st = NormalizeLabel(s + start, i - start, out, &o);
+			MxDomainStatus st = NormalizeLabel(s + start, i - start, out, &o);
 
-			if (st != PW_DOMAIN_OK)
+			if (st != MX_DOMAIN_OK)
 				return st;
 			labels++;
 			start = i + 1;
 		}
 	}
 	if (labels < 2)
-		return PW_DOMAIN_SINGLE_LABEL;
+		return MX_DOMAIN_SINGLE_LABEL;
 	tld = strrchr(out, '.') + 1;
 	if (strspn(tld, "0123456789") == strlen(tld))
-		return PW_DOMAIN_NUMERIC_TLD;
-	return PW_DOMAIN_OK;
+		return MX_DOMAIN_NUMERIC_TLD;
+	return MX_DOMAIN_OK;
 }
 
 /* The status of a libidn2 error. */
-static PwDomainStatus
+static MxDomainStatus
 IdnStatus(int rc)
 {
 	switch (rc)
 	{
 		case IDN2_MALLOC:
-			return PW_DOMAIN_NO_MEMORY;
+			return MX_DOMAIN_NO_MEMORY;
 		case IDN2_ENCODING_ERROR:
-			return PW_DOMAIN_BAD_UTF8;
+			return MX_DOMAIN_BAD_UTF8;
 		case IDN2_TOO_BIG_DOMAIN:
-			return PW_DOMAIN_TOO_LONG;
+			return MX_DOMAIN_TOO_LONG;
 		case IDN2_TOO_BIG_LABEL:
 		case IDN2_PUNYCODE_BIG_OUTPUT:
-			return PW_DOMAIN_LABEL_TOO_LONG;
+			return MX_DOMAIN_LABEL_TOO_LONG;
 		case IDN2_DISALLOWED:
 		case IDN2_UNASSIGNED:
-			return PW_DOMAIN_BAD_CHAR;
+			return MX_DOMAIN_BAD_CHAR;
 		case IDN2_HYPHEN_STARTEND:
-			return PW_DOMAIN_BAD_HYPHEN;
+			return MX_DOMAIN_BAD_HYPHEN;
 		default:
-			return PW_DOMAIN_BAD_IDN;
+			return MX_DOMAIN_BAD_IDN;
 	}
 }
 
 /*
  * Validates a domain or host name in UTF-8 and writes its normal form to
- * out (at least PW_NAME_BUF bytes): lower case, no trailing dot, IDN labels
+ * out (at least MX_NAME_BUF bytes): lower case, no trailing dot, IDN labels
  * as A-labels.  A name with a non-ASCII character goes through libidn2
  * first: IDNA2008 with the non-transitional UTS #46 mapping (case folding,
  * NFC, ignored characters dropped, ideographic full stops as dots) and
@@ -157,15 +157,15 @@ IdnStatus(int rc)
  * most 253 octets, and a top label that is not all digits (so IP literals
  * are refused).
  */
-PwDomainStatus
-PwDomainNormalize(const char *in, size_t len, char *out)
+MxDomainStatus
+MxDomainNormalize(const char *in, size_t len, char *out)
 {
 	const unsigned char *s = (const unsigned char *) in;
 	char		copy[PW_INPUT_MAX + 1];
 	char	   *mapped = NULL;
 	int			dotted = 0;
 	int			nonascii = 0;
-	PwDomainStatus st;
+	MxDomainStatus st;
 
 	out[0] = '\0';
 	if (len > 0 && s[len - 1] == '.')
@@ -174,13 +174,13 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 		dotted = 1;
 	}
 	if (len == 0)
-		return PW_DOMAIN_EMPTY;
+		return MX_DOMAIN_EMPTY;
 	if (len > PW_INPUT_MAX)
-		return PW_DOMAIN_TOO_LONG;
+		return MX_DOMAIN_TOO_LONG;
 	for (size_t i = 0; i < len; i++)
 	{
 		if (s[i] == '\0')
-			return PW_DOMAIN_BAD_CHAR;
+			return MX_DOMAIN_BAD_CHAR;
 		if (s[i] >= 0x80)
 			nonascii = 1;
 	}
@@ -191,7 +191,7 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 		/* ASCII outside LDH is never valid: refused as in ASCII names */
 		for (size_t i = 0; i < len; i++)
 			if (s[i] < 0x80 && s[i] != '.' && !IsLdh(AsciiLower(s[i])))
-				return PW_DOMAIN_BAD_CHAR;
+				return MX_DOMAIN_BAD_CHAR;
 		memcpy(copy, in, len);
 		copy[len] = '\0';
 		rc = idn2_lookup_u8((const uint8_t *) copy, (uint8_t **) &mapped,
@@ -207,42 +207,42 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 	st = NormalizeLabels(s, len, out);
 	if (mapped)
 		idn2_free(mapped);
-	if (st != PW_DOMAIN_OK)
+	if (st != MX_DOMAIN_OK)
 		out[0] = '\0';
 	return st;
 }
 
 /* A short English description of a normalisation status. */
 const char *
-PwDomainStatusText(PwDomainStatus status)
+MxDomainStatusText(MxDomainStatus status)
 {
 	switch (status)
 	{
-		case PW_DOMAIN_OK:
+		case MX_DOMAIN_OK:
 			return "valid";
-		case PW_DOMAIN_EMPTY:
+		case MX_DOMAIN_EMPTY:
 			return "empty name";
-		case PW_DOMAIN_TOO_LONG:
+		case MX_DOMAIN_TOO_LONG:
 			return "name longer than 253 octets";
-		case PW_DOMAIN_EMPTY_LABEL:
+		case MX_DOMAIN_EMPTY_LABEL:
 			return "empty label";
-		case PW_DOMAIN_LABEL_TOO_LONG:
+		case MX_DOMAIN_LABEL_TOO_LONG:
 			return "label longer than 63 octets";
-		case PW_DOMAIN_BAD_CHAR:
+		case MX_DOMAIN_BAD_CHAR:
 			return "character not allowed in a host name";
-		case PW_DOMAIN_BAD_HYPHEN:
+		case MX_DOMAIN_BAD_HYPHEN:
 			return "label starts or ends with a hyphen";
-		case PW_DOMAIN_SINGLE_LABEL:
+		case MX_DOMAIN_SINGLE_LABEL:
 			return "single-label name";
-		case PW_DOMAIN_NUMERIC_TLD:
+		case MX_DOMAIN_NUMERIC_TLD:
 			return "all-numeric top-level label";
-		case PW_DOMAIN_BAD_UTF8:
+		case MX_DOMAIN_BAD_UTF8:
 			return "invalid UTF-8";
-		case PW_DOMAIN_BAD_IDN:
+		case MX_DOMAIN_BAD_IDN:
 			return "not a valid internationalised name (IDNA2008)";
-		case PW_DOMAIN_NOT_UNICODE:
+		case MX_DOMAIN_NOT_UNICODE:
 			return "character without a Unicode equivalent in the database encoding";
-		case PW_DOMAIN_NO_MEMORY:
+		case MX_DOMAIN_NO_MEMORY:
 			return "out of memory";
 	}
 	return "unknown";
@@ -252,16 +252,16 @@ PwDomainStatusText(PwDomainStatus status)
 static int
 RuleCmp(const void *a, const void *b)
 {
-	return strcmp(((const PwSuffixRule *) a)->suffix,
-				  ((const PwSuffixRule *) b)->suffix);
+	return strcmp(((const MxSuffixRule *) a)->suffix,
+				  ((const MxSuffixRule *) b)->suffix);
 }
 
-/* Sorts rules for PwSuffixMatch(). */
+/* Sorts rules for MxSuffixMatch(). */
 void
-PwSuffixRulesSort(PwSuffixRule *rules, size_t n)
+MxSuffixRulesSort(MxSuffixRule *rules, size_t n)
 {
 	if (n > 1)
-		qsort(rules, n, sizeof(PwSuffixRule), RuleCmp);
+		qsort(rules, n, sizeof(MxSuffixRule), RuleCmp);
 }
 
 /*
@@ -269,17 +269,17 @@ PwSuffixRulesSort(PwSuffixRule *rules, size_t n)
  * label boundary, or NULL.  Rules must be sorted; host normalised.
  */
 const char *
-PwSuffixMatch(const PwSuffixRule *rules, size_t n, const char *host)
+MxSuffixMatch(const MxSuffixRule *rules, size_t n, const char *host)
 {
 	const char *p = host;
 
 	while (p != NULL && *p != '\0')
 	{
-		PwSuffixRule key = {p, NULL};
-		const PwSuffixRule *hit;
+		MxSuffixRule key = {p, NULL};
+		const MxSuffixRule *hit;
 
 		if (n > 0 &&
-			(hit = bsearch(&key, rules, n, sizeof(PwSuffixRule), RuleCmp)) != NULL)
+			(hit = bsearch(&key, rules, n, sizeof(MxSuffixRule), RuleCmp)) != NULL)
 			return hit->label;
 		p = strchr(p, '.');
 		if (p)
@@ -295,7 +295,7 @@ PwSuffixMatch(const PwSuffixRule *rules, size_t n, const char *host)
  * top-level labels follow the implicit "*" rule.
  */
 const char *
-PwRegistrableDomain(const char *host)
+MxRegistrableDomain(const char *host)
 {
 	const psl_ctx_t *psl = PslContext();
 	const char *prev = NULL;
@@ -316,27 +316,27 @@ PwRegistrableDomain(const char *host)
 }
 
 /*
- * Writes the label of one normalised MX host to out (PW_NAME_BUF bytes):
+ * Writes the label of one normalised MX host to out (MX_NAME_BUF bytes):
  * the longest matching suffix rule's label, else "mx:" + registrable domain
  * (the host itself when it has none).
  */
 void
-PwClassifyHost(const PwSuffixRule *rules, size_t n, const char *host,
+MxClassifyHost(const MxSuffixRule *rules, size_t n, const char *host,
 			   char *out)
 {
-	const char *label = PwSuffixMatch(rules, n, host);
+	const char *label = MxSuffixMatch(rules, n, host);
 	const char *reg;
 
 	if (label != NULL)
 	{
-		strncpy(out, label, PW_NAME_BUF - 1);
-		out[PW_NAME_BUF - 1] = '\0';
+		strncpy(out, label, MX_NAME_BUF - 1);
+		out[MX_NAME_BUF - 1] = '\0';
 		return;
 	}
-	reg = PwRegistrableDomain(host);
+	reg = MxRegistrableDomain(host);
 	memcpy(out, "mx:", 3);
-	strncpy(out + 3, reg ? reg : host, PW_NAME_BUF - 4);
-	out[PW_NAME_BUF - 1] = '\0';
+	strncpy(out + 3, reg ? reg : host, MX_NAME_BUF - 4);
+	out[MX_NAME_BUF - 1] = '\0';
 }
 
 /*
@@ -346,11 +346,11 @@ PwClassifyHost(const PwSuffixRule *rules, size_t n, const char *host,
  * exchange.  The first valid exchange (the primary) decides.
  */
 int
-PwClassifyExchanges(const PwSuffixRule *rules, size_t n,
+MxClassifyExchanges(const MxSuffixRule *rules, size_t n,
 					const char *const *hosts, const size_t *lens,
 					size_t nhosts, char *out)
 {
-	char		norm[PW_NAME_BUF];
+	char		norm[MX_NAME_BUF];
 
 	out[0] = '\0';
 	if (nhosts == 0)
@@ -359,9 +359,9 @@ PwClassifyExchanges(const PwSuffixRule *rules, size_t n,
 		return 0;
 	for (size_t i = 0; i < nhosts; i++)
 	{
-		if (PwDomainNormalize(hosts[i], lens[i], norm) != PW_DOMAIN_OK)
+		if (MxDomainNormalize(hosts[i], lens[i], norm) != MX_DOMAIN_OK)
 			continue;
-		PwClassifyHost(rules, n, norm, out);
+		MxClassifyHost(rules, n, norm, out);
 		return 1;
 	}
 	return 0;

@@ -2,7 +2,7 @@
  *
  * fuzz_domain.c
  *	  libFuzzer harness for the domain-name validator and normaliser
- *	  (PwDomainNormalize in src/mx/classify_core.c: LDH rules, and for
+ *	  (MxDomainNormalize in src/mx/classify_core.c: LDH rules, and for
  *	  names with non-ASCII characters IDNA2008 with the UTS #46 mapping
  *	  through libidn2).
  *
@@ -44,7 +44,7 @@ CheckShape(const char *out)
 	int			labels = 0;
 	int			all_digits = 1;
 
-	Check(len >= 3 && len <= PW_DOMAIN_MAX, "length", out);
+	Check(len >= 3 && len <= MX_DOMAIN_MAX, "length", out);
 	for (size_t i = 0; i <= len; i++)
 	{
 		char		c = out[i];
@@ -77,41 +77,41 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	   *in = malloc(size ? size : 1);
-	char		out[PW_NAME_BUF];
-	char		again[PW_NAME_BUF];
-	PwDomainStatus st;
+	char		out[MX_NAME_BUF];
+	char		again[MX_NAME_BUF];
+	MxDomainStatus st;
 	const char *text;
 
 	if (in == NULL)
 		return 0;
 	memcpy(in, data, size);
 	memset(out, 'X', sizeof(out));
-	st = PwDomainNormalize(in, size, out);
-	text = PwDomainStatusText(st);
+	st = MxDomainNormalize(in, size, out);
+	text = MxDomainStatusText(st);
 	Check(text != NULL && strcmp(text, "unknown") != 0, "status text", "");
 	Check(memchr(out, '\0', sizeof(out)) != NULL, "unterminated output", "");
 	/* the same name with its ASCII letters in upper case */
 	for (size_t i = 0; i < size; i++)
 		if (in[i] >= 'a' && in[i] <= 'z')
 			in[i] = (char) (in[i] - 'a' + 'A');
-	Check(PwDomainNormalize(in, size, again) == st && strcmp(out, again) == 0,
+	Check(MxDomainNormalize(in, size, again) == st && strcmp(out, again) == 0,
 		  "case changes the result", out);
-	if (st != PW_DOMAIN_OK)
+	if (st != MX_DOMAIN_OK)
 		Check(out[0] == '\0', "output left on failure", out);
 	else
 	{
 		CheckShape(out);
-		Check(PwDomainNormalize(out, strlen(out), again) == PW_DOMAIN_OK,
+		Check(MxDomainNormalize(out, strlen(out), again) == MX_DOMAIN_OK,
 			  "normal form refused", out);
 		Check(strcmp(out, again) == 0, "normal form not a fixed point", out);
 		/* a trailing dot is the same name */
 		{
-			char		dotted[PW_NAME_BUF + 1];
+			char		dotted[MX_NAME_BUF + 1];
 			size_t		n = strlen(out);
 
 			memcpy(dotted, out, n);
 			dotted[n] = '.';
-			Check(PwDomainNormalize(dotted, n + 1, again) == PW_DOMAIN_OK &&
+			Check(MxDomainNormalize(dotted, n + 1, again) == MX_DOMAIN_OK &&
 				  strcmp(out, again) == 0, "trailing dot", out);
 		}
 	}
