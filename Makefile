@@ -2,11 +2,18 @@
 #
 #   make                 build the library and the install script
 #   make install         install into the PostgreSQL found by $(PG_CONFIG)
+#   make installcheck    the regress suite against the installed, running
+#                        server (docs/testing.md says what it needs)
 #   make test            regress + TAP suites on throwaway clusters, against a
 #                        private copy of the PostgreSQL installation
-#                        (tmp_install/), so nothing system-wide is touched;
-#                        as root it re-runs itself as the postgres user
-#   make demo            the main job end to end on the embedded default
+#                        (tmp_install/), so nothing system-wide is touched
+#   make demo            the main job end to end on a throwaway cluster
+#
+# make, make install and make installcheck only build and install: they
+# never install packages or change owners.  make test and make demo also
+# set a fresh Debian 12 machine up when run as root (.ci/deps installs the
+# packages), then run as the postgres user in a copy of the tree
+# (test/lib/postgres_copy.sh), so the checkout keeps its owner.
 
 EXTENSION = pw_deliverability
 EXTVERSION = 0.3
@@ -36,12 +43,30 @@ EXTRA_CLEAN = tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check res
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
+ifeq ($(shell id -u),0)
+PW_AS_ROOT = 1
+# as root, installcheck runs as postgres in a copy of the tree (below)
+NO_INSTALLCHECK = 1
+endif
+
 ifeq ($(PGXS),)
-# A fresh machine without the build dependencies: install them (as root)
-# and start again.
-test demo all install:
+PW_NO_PGXS = cannot find PGXS: '$(PG_CONFIG) --pgxs' failed. Install \
+  postgresql-server-dev-15, libc-ares-dev, libpsl-dev, libidn2-dev and pkg-config (as root, \
+  'bash .ci/deps' does), or name the pg_config of your PostgreSQL 15: \
+  make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+ifeq ($(filter-out test demo,$(or $(MAKECMDGOALS),all)),)
+ifdef PW_DEPS_DONE
+$(error $(PW_NO_PGXS) (.ci/deps has run))
+endif
+# make test / make demo on a fresh machine: install the Debian packages (as
+# root), then start again, once.
+.PHONY: test demo
+test demo:
 	bash .ci/deps
-	$(MAKE) -C $(CURDIR) $@
+	$(MAKE) -C $(CURDIR) $@ PW_DEPS_DONE=1
+else
+$(error $(PW_NO_PGXS))
+endif
 else
 include $(PGXS)
 
@@ -62,12 +87,15 @@ PROVE_TESTS ?= test/t/*.pl
 
 .PHONY: test temp-install regress-check tap-check demo
 
-ifeq ($(shell id -u),0)
-# PostgreSQL refuses to run as root: hand the tree to postgres and re-run.
+ifdef PW_AS_ROOT
+# PostgreSQL refuses to run as root: run as postgres in a copy of the tree
+# (the checkout keeps its owner).  installcheck installs no packages.
 test demo:
 	bash .ci/deps
-	chown -R postgres: $(CURDIR)
-	runuser -u postgres -- $(MAKE) -C $(CURDIR) $@ PROVE_TESTS='$(PROVE_TESTS)'
+	test/lib/postgres_copy.sh $(MAKE) $@ PROVE_TESTS='$(PROVE_TESTS)'
+
+installcheck:
+	test/lib/postgres_copy.sh $(MAKE) $@
 else
 test: temp-install regress-check tap-check
 	@echo "pw_deliverability: all tests passed"
@@ -100,8 +128,7 @@ tap-check:
 endif
 
 # ---------------------------------------------------------------------------
-# Hardening (not part of make test; see README "Hardening: fuzzing,
-# sanitizers, valgrind")
+# Hardening (not part of make test; see docs/testing.md "Hardening")
 #
 #   make fuzz            libFuzzer harnesses (clang + libclang-rt-14-dev) on
 #                        the PostgreSQL-free sources, FUZZ_SECONDS each

@@ -145,8 +145,7 @@ fi
 # --- pw.mx_tag() end to end -------------------------------------------------
 if [ ! -x "$PGBIN/postgres" ] || [ ! -f "$ROOT/tmp_install/usr/lib/postgresql/15/lib/pw_deliverability.so" ]; then
 	echo "== building the private installation (make temp-install)"
-	chown -R postgres: "$ROOT"
-	runuser -u postgres -- make -C "$ROOT" temp-install >/dev/null
+	make -C "$ROOT" temp-install >/dev/null
 fi
 PGPORT=$(free_port)
 mkdir -p "$PGDATA" && chown -R postgres: "$PGDIR"

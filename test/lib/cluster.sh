@@ -4,8 +4,8 @@
 #
 #   SRC="$(cd "$(dirname "$0")/.." && pwd)"
 #   . "$SRC/test/lib/cluster.sh"
-#   pw_run_as_postgres "$@"     as root: hand the tree to postgres and run the
-#                               script again as postgres, environment kept
+#   pw_run_as_postgres "$@"     as root: run the script again as postgres,
+#                               environment kept (the tree keeps its owner)
 #   pw_use_private_install      the private binaries first on PATH, or exit
 #   pw_on_exit 'command'        run first when cleaning up (a helper to stop)
 #   pw_cluster_start NAME KEEP <<'EOF'
@@ -26,11 +26,18 @@ PGDATA=
 
 # Re-runs the calling script as postgres when run as root, in the same
 # process (setpriv, not runuser: signals reach the script and its cleanup).
+# The scripts only read the tree, which keeps its owner: postgres must be
+# able to read it (else run a copy: test/lib/postgres_copy.sh).
 pw_run_as_postgres() {
 	if [ "$(id -u)" = 0 ]; then
-		chown -R postgres: "$SRC"
-		exec setpriv --reuid=postgres --regid=postgres --init-groups \
-			env HOME="$(getent passwd postgres | cut -d: -f6)" "$0" "$@"
+		local as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups
+			env HOME="$(getent passwd postgres | cut -d: -f6)")
+		if ! "${as_postgres[@]}" test -r "$SRC/test/lib/cluster.sh"; then
+			echo "the postgres user cannot read $SRC; run a copy:" \
+				"test/lib/postgres_copy.sh sh -c 'make temp-install && $0'" >&2
+			exit 1
+		fi
+		exec "${as_postgres[@]}" "$0" "$@"
 	fi
 }
 
