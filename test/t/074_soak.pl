@@ -1,0 +1,103 @@
+# The jobs of the daily loop side by side (issue 12 item 3): the background
+# tagger, pw.mx_tag() in small batches, ingests of a growing log,
+# confirmations and two claimers on the same generated carriers for
+# PW_SOAK_SECONDS (default 50) through test/soak.pl: no deadlock, no failed
+# step, nothing logged at ERROR, every job gets work done.  Then DROP
+# EXTENSION while the tagger is tagging, three times: it waits for the
+# tagger's batch instead of deadlocking with it.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+use PwTest;
+use PwDns;
+
+my $seconds = $ENV{PW_SOAK_SECONDS} // 50;
+my $logs = PostgreSQL::Test::Utils::tempdir();
+my $node = pw_node('soak', conf => "pw_deliverability.database = 'postgres'\n"
+	  . "pw_deliverability.worker_enabled = off\n"
+	  . "pw_deliverability.worker_batch = 200\n"
+	  . "pw_deliverability.worker_naptime = 1\n"
+	  . "pw_deliverability.dns_max_qps = 300\n"
+	  . "pw_deliverability.dns_timeout_ms = 1000\n"
+	  . "pw_deliverability.dns_servers = '127.0.0.1:9'\n"
+	  . "pw_deliverability.maillog_directory = '$logs'\n"
+	  . "deadlock_timeout = '100ms'\n"
+	  . "log_lock_waits = on\n"
+	  . "timezone = 'UTC'\n");
+$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+pw_load_generator($node);
+$node->safe_psql('postgres', q{SELECT pw_generate_carriers(100000, seed => 7);
+    SELECT pw.create_writeback_index()});
+
+# the sample domains' MX answers (dead ones: NXDOMAIN)
+my %bulk = map { split /\|/ } split /\n/, $node->safe_psql('postgres',
+	q{SELECT domain || '|' || mx_host FROM pw_sample_domains WHERE mx_host IS NOT NULL});
+my $dns = PwDns->start(records => {}, bulk => \%bulk);
+$node->safe_psql('postgres', "ALTER SYSTEM SET pw_deliverability.dns_servers = '" . $dns->servers . "';"
+	  . ' ALTER SYSTEM SET pw_deliverability.worker_enabled = on; SELECT pg_reload_conf()');
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pw.mx_domains}),
+	'the tagger tags');
+
+# --- the soak -------------------------------------------------------------------
+local $ENV{PGHOST} = $node->host;
+local $ENV{PGPORT} = $node->port;
+local $ENV{PGDATABASE} = 'postgres';
+my $t0 = time;
+my $start = $node->safe_psql('postgres', 'SELECT now()');
+my $report = `perl @{[pw_srcdir()]}/test/soak.pl $seconds $logs @{[$node->logfile]}`;
+my $rc = $? >> 8;
+note(sprintf("soak of %d s took %.0f s:\n%s", $seconds, time - $t0, $report));
+my %job;
+for (split /\n/, $report)
+{
+	next unless /^job (\S+) (.*)/;
+	$job{$1} = { split / /, $2 };
+}
+is_deeply([ sort keys %job ], [qw(claim1 claim2 confirm feeder ingest mx_tag)], 'every job reported');
+my ($deadlocks, $serial, $errors) = $report =~ /^serverlog deadlocks (\d+) serialization (\d+) errors (\d+)/m;
+is($deadlocks, 0, 'no deadlock');
+is($serial, 0, 'no serialization failure');
+is($errors, 0, 'nothing logged at ERROR');
+is(join(',', map { "$_:$job{$_}{errors}" } sort keys %job),
+	join(',', map { "$_:0" } sort keys %job), 'no step of any job failed');
+is($rc, 0, 'soak.pl exits 0');
+ok($job{ingest}{lines} > 100000 && $job{ingest}{carriers_bounced} > 0,
+	"ingests applied the log and wrote bounces back ($job{ingest}{lines} lines, $job{ingest}{carriers_bounced} carriers)");
+ok($job{confirm}{confirmed} > 0, "confirmations confirmed ($job{confirm}{confirmed})");
+ok($job{claim1}{claimed} > 0 && $job{claim2}{claimed} > 0,
+	"both claimers claimed ($job{claim1}{claimed}, $job{claim2}{claimed})");
+ok($job{mx_tag}{steps} >= 10 && $job{mx_tag}{looked_up} > 0,
+	"pw.mx_tag() ran ($job{mx_tag}{steps} times) and looked up ($job{mx_tag}{looked_up})");
+my ($c0, $c1) = $report =~ /cached domains (\d+) -> (\d+)/;
+ok($c1 - $c0 > $job{mx_tag}{looked_up}, 'the background tagger tagged too');
+is($node->safe_psql('postgres', "SELECT count(*) FROM fmcsa_carriers WHERE listmonk_sent_at >= '$start'"),
+	$job{claim1}{claimed} + $job{claim2}{claimed}, 'every claim was marked sent today');
+
+# --- DROP EXTENSION while the tagger tags ---------------------------------------
+$node->safe_psql('postgres', 'ALTER SYSTEM SET pw_deliverability.dns_max_qps = 100; SELECT pg_reload_conf()');
+for my $round (1 .. 3)
+{
+	ok($node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity
+        WHERE backend_type = 'pw_deliverability mx tagger' AND state = 'active' AND query LIKE '%tagging up to%'}),
+		"round $round: the tagger is tagging");
+	usleep(int(rand(300_000)));
+	my $pos = -s $node->logfile;
+	my ($ok, $out, $err) = $node->psql('postgres', 'DROP EXTENSION pw_deliverability',
+		timeout => 60, on_error_stop => 1);
+	is($ok, 0, "round $round: DROP EXTENSION succeeds") or diag($err);
+	my $log = slurp_file($node->logfile, $pos);
+	unlike($log, qr/deadlock detected/, "round $round: no deadlock");
+	$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+	# untag some carriers again, so that the next round has work
+	$node->safe_psql('postgres', q{UPDATE fmcsa_carriers SET mx_provider = NULL WHERE id % 5 = 0});
+	$node->safe_psql('postgres', 'SELECT pw.wake_tagger()');
+}
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pw.mx_domains}),
+	'after the last drop the tagger tags the new installation');
+
+$node->stop;
+$dns->stop;
+done_testing();
