@@ -18,7 +18,9 @@
 # pw_deliverability.maillog_directory.  The script first creates the
 # profile 'soak' (nothing held out, no caps that matter) and a log of the
 # carriers' addresses (test/gen_maillog.pl, PW_SOAK_LOG_LINES lines,
-# default 400000), then runs the jobs for SECONDS.  Every step's psql runs
+# default 400000; half of the addresses are untagged carriers', so that the
+# writeback and the tagging meet on the same rows), then runs the jobs for
+# SECONDS, the log fed at a pace that lasts that long.  Every step's psql runs
 # with application_name soak_JOB, so the server log tells who failed.
 #
 # Prints one line per job (steps, errors, what it did), the tagger's
@@ -77,7 +79,9 @@ setup_sql(q{INSERT INTO pw.profiles (name, warmup_start, include_catch_all, skip
     ON CONFLICT DO NOTHING});
 my $addrfile = "$logdir/.soak_addresses";
 system("psql -X -q -At -v ON_ERROR_STOP=1 -c "
-	  . "\"SELECT lower(btrim(email)) FROM public.fmcsa_carriers WHERE email LIKE '%_@_%' ORDER BY hashint8(id) LIMIT 200000\""
+	  . "\"(SELECT lower(btrim(email)) FROM public.fmcsa_carriers WHERE email LIKE '%_@_%' AND mx_provider IS NULL)"
+	  . " UNION ALL (SELECT lower(btrim(email)) FROM public.fmcsa_carriers WHERE email LIKE '%_@_%' AND mx_provider IS NOT NULL"
+	  . " ORDER BY hashint8(id) LIMIT (SELECT count(*) FROM public.fmcsa_carriers WHERE mx_provider IS NULL))\""
 	  . " > $addrfile") == 0
   or die "could not list the carriers' addresses\n";
 my $source = "$logdir/.soak_source.log";
@@ -109,7 +113,9 @@ my %jobs = (
 # ingests take both the scan and the index-probe writeback); returns bytes.
 sub feed
 {
-	my $want = ++$chunk % 5 == 0 ? 2_000_000 : 60_000;
+	my $avg = $source_size / ($seconds / $jobs{feeder}[2]);
+	my $want = int(++$chunk % 5 == 0 ? 3 * $avg : $avg / 2);
+
 	return 0 if $source_pos >= $source_size;
 	open(my $in, '<', $source) or die "$source: $!";
 	seek($in, $source_pos, 0);
