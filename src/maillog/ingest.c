@@ -1611,7 +1611,12 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 	Phase(in, "read");
 
-	/* one ingest applies at a time: the deliveries and the pending deferrals */
+	/*
+	 * The carriers write lock before any carrier row (docs/internals.md,
+	 * "Lock order"), then one ingest applies at a time: the deliveries and
+	 * the pending deferrals.
+	 */
+	PwLockCarriersWrites(carriers);
 	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	ApplyPending(in);
 	Phase(in, "pending deferrals");
@@ -1960,6 +1965,8 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/* first the extension: a DROP EXTENSION under way is waited for */
+	(void) PwLockExtension(false);
 	CheckReadPrivilege();
 	PwCarriersLoad(&carriers);
 
@@ -2099,7 +2106,10 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	args[0] = PG_GETARG_DATUM(0);
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/* the extension, then the carriers write lock (docs/internals.md) */
+	(void) PwLockExtension(false);
 	PwCarriersLoad(&carriers);
+	PwLockCarriersWrites(&carriers);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "WITH c AS (UPDATE %s c SET %s = 'send_confirmed'"

@@ -481,14 +481,21 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 								   ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(runcxt);
 
-	/* one tagging run at a time (pw.mx_tag() callers and the worker) */
+	/*
+	 * The locks in the order of docs/internals.md ("Lock order"): the
+	 * extension (a DROP EXTENSION waits for the run), one tagging run at a
+	 * time (pw.mx_tag() callers and the worker), the carriers write lock
+	 * before any carrier row, and no one else adds domains: new ones are
+	 * inserted without a check.  Then the tables the run reads.
+	 */
+	(void) PwLockExtension(false);
 	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take the tagging lock");
-	/* and no one else adds domains: new ones are inserted without a check */
+	PwCarriersLoad(&carriers);
+	PwLockCarriersWrites(&carriers);
 	if (SPI_execute("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not lock pw.mx_domains");
-	PwCarriersLoad(&carriers);
 	PwSuffixRulesLoad(runcxt, &rules, &nrules);
 
 	/* carriers of already resolved domains need no DNS at all */

@@ -167,7 +167,8 @@ TaggerBatch(void)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = PwMxTagInstalled();
+	/* first the extension: a DROP EXTENSION under way is waited for */
+	installed = PwLockExtension(true) && PwMxTagInstalled();
 	if (installed)
 	{
 		snprintf(activity, sizeof(activity),
