@@ -1611,12 +1611,7 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 
 	Phase(in, "read");
 
-	/*
-	 * The carriers write lock before any carrier row (docs/internals.md,
-	 * "Lock order"), then one ingest applies at a time: the deliveries and
-	 * the pending deferrals.
-	 */
-	PwLockCarriersWrites(carriers);
+	/* one ingest applies at a time: the deliveries and the pending deferrals */
 	Exec("LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	ApplyPending(in);
 	Phase(in, "pending deferrals");
@@ -1831,11 +1826,15 @@ ApplyIngest(Ingest *in, PwCarriers *carriers, IngestCounts *counts,
 	Phase(in, "daily outcomes");
 
 	/*
+	 * The carriers write lock before the first carrier row, as late as
+	 * possible: after pw.deliveries (docs/internals.md, "Lock order").
+	 *
 	 * Hard bounces: every carrier with the address, whatever its result.
 	 * After a scan of the carriers, by the row versions it found (in
 	 * physical order, no index probe); a carrier updated since has a new row
 	 * version, so if any was missed, by the addresses again.
 	 */
+	PwLockCarriersWrites(carriers);
 	old = MemoryContextSwitchTo(in->cxt);
 	{
 		Column		bounced;
@@ -2106,9 +2105,13 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	args[0] = PG_GETARG_DATUM(0);
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
-	/* the extension, then the carriers write lock (docs/internals.md) */
+	/*
+	 * The extension, pw.deliveries, then the carriers write lock, as an
+	 * ingest takes them (docs/internals.md, "Lock order").
+	 */
 	(void) PwLockExtension(false);
 	PwCarriersLoad(&carriers);
+	Exec("LOCK TABLE pw.deliveries IN ROW EXCLUSIVE MODE", 0, NULL, NULL, SPI_OK_UTILITY);
 	PwLockCarriersWrites(&carriers);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,

@@ -171,7 +171,7 @@ PrepareWritePlans(PwCarriers *carriers, WritePlans *plans)
 	 * The carriers of a new domain are known by their row versions from the
 	 * discovery query: no index probe, no recomputed domain.  A carrier
 	 * updated since then has a new row version that this statement does not
-	 * find; if it is still untagged, the next run's first statement tags it.
+	 * find; if it is still untagged, the run's last statement tags it.
 	 */
 	plans->update_tids = PrepareGeneric(psprintf("UPDATE %s c SET %s = d.label"
 												 " FROM unnest($1, $2) AS d(tid, label)"
@@ -435,9 +435,9 @@ FetchBatch(Portal portal, int want, TagBatch *batch)
 }
 
 /*
- * Tags up to max_domains untagged or due domains: propagates cached labels
- * to untagged carriers, then resolves new and due domains in batches of
- * tag_batch_size, writing each batch.  With dns_process on and more than one
+ * Tags up to max_domains untagged or due domains: resolves new and due
+ * domains in batches of tag_batch_size, writing each batch, then
+ * propagates cached labels to the carriers still untagged.  With dns_process on and more than one
  * batch to do, a separate resolver process looks up the next batch while
  * this backend writes the current one.  Must be called connected to SPI,
  * inside a transaction; the caller commits.
@@ -484,29 +484,20 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 	/*
 	 * The locks in the order of docs/internals.md ("Lock order"): the
 	 * extension (a DROP EXTENSION waits for the run), one tagging run at a
-	 * time (pw.mx_tag() callers and the worker), the carriers write lock
-	 * before any carrier row, and no one else adds domains: new ones are
-	 * inserted without a check.  Then the tables the run reads.
+	 * time (pw.mx_tag() callers and the worker), and no one else adds
+	 * domains: new ones are inserted without a check.  Then the tables the
+	 * run reads.  The carriers write lock comes before the first carrier
+	 * row, after the first batch's lookups: the other writers of carriers
+	 * do not wait for them.
 	 */
 	(void) PwLockExtension(false);
 	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take the tagging lock");
-	PwCarriersLoad(&carriers);
-	PwLockCarriersWrites(&carriers);
 	if (SPI_execute("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not lock pw.mx_domains");
+	PwCarriersLoad(&carriers);
 	PwSuffixRulesLoad(runcxt, &rules, &nrules);
-
-	/* carriers of already resolved domains need no DNS at all */
-	sql = psprintf("UPDATE %s c SET %s = m.label FROM pw.mx_domains m"
-				   " WHERE c.%s IS NULL AND m.label IS NOT NULL"
-				   " AND m.domain = pw.email_domain(c.%s)",
-				   carriers.relation, carriers.mx_col, carriers.mx_col,
-				   carriers.email_col);
-	if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update carriers");
-	counts->carriers += SPI_processed;
 
 	if (max_domains > 0)
 	{
@@ -593,6 +584,7 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 			else
 				PwLookupDomains(res, cur->cxt, rules, nrules, cur->jobs, cur->njobs);
 			t1 = GetCurrentTimestamp();
+			PwLockCarriersWrites(&carriers);
 			WriteChunk(&plans, cur->jobs, cur->njobs, counts);
 			elog(DEBUG1, "pw mx_tag: batch of %d domains: %s %.3f s, writes %.3f s",
 				 cur->njobs, proc ? "fetch and wait for DNS" : "fetch and DNS",
@@ -611,6 +603,21 @@ PwMxTagRun(int max_domains, PwMxTagCounts *counts)
 		SPI_freeplan(plans.relabel);
 		PwResolverDestroy(res);
 	}
+
+	/*
+	 * Untagged carriers of resolved domains need no DNS at all: those of
+	 * domains resolved earlier, and this run's whose row changed since the
+	 * discovery found it.
+	 */
+	PwLockCarriersWrites(&carriers);
+	sql = psprintf("UPDATE %s c SET %s = m.label FROM pw.mx_domains m"
+				   " WHERE c.%s IS NULL AND m.label IS NOT NULL"
+				   " AND m.domain = pw.email_domain(c.%s)",
+				   carriers.relation, carriers.mx_col, carriers.mx_col,
+				   carriers.email_col);
+	if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update carriers");
+	counts->carriers += SPI_processed;
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(runcxt);
