@@ -2,7 +2,9 @@
 # tagger, pw.mx_tag() in small batches, ingests of a growing log,
 # confirmations and two claimers on the same generated carriers for
 # PW_SOAK_SECONDS (default 50) through test/soak.pl: no deadlock, no failed
-# step, nothing logged at ERROR, every job gets work done.  Then DROP
+# step, nothing logged at ERROR, every job gets work done.  Then the
+# carriers write lock seen in pg_locks: a confirmation waits for an open
+# tagging run's, a claim does not.  Then DROP
 # EXTENSION while the tagger is tagging, three times: it waits for the
 # tagger's batch instead of deadlocking with it (CASCADE: the tagging
 # index and statistics use pw.email_domain()).
@@ -76,6 +78,31 @@ my ($c0, $c1) = $report =~ /cached domains (\d+) -> (\d+)/;
 ok($c1 - $c0 > $job{mx_tag}{looked_up}, 'the background tagger tagged too');
 is($node->safe_psql('postgres', "SELECT count(*) FROM fmcsa_carriers WHERE listmonk_sent_at >= '$start'"),
 	$job{claim1}{claimed} + $job{claim2}{claimed}, 'every claim was marked sent today');
+
+# --- the carriers write lock, step by step ------------------------------------
+# A tagging run in an open transaction holds it: a confirmation waits for
+# it before its first carrier row (pg_locks shows the advisory lock of the
+# carriers relation, objsubid 0x7078, not granted), a claim does not wait.
+my $a = $node->background_psql('postgres', on_error_stop => 1);
+my $b = $node->background_psql('postgres', on_error_stop => 1);
+$a->query_safe(q{BEGIN; SELECT carriers_updated FROM pw.mx_tag(0)});
+my $b_pid = $b->query_safe('SELECT pg_backend_pid()');
+$b->query_until(qr/started/, q{\echo started
+    SELECT pw.confirm_deliveries('0 seconds');
+    \echo finished
+});
+ok($node->poll_query_until('postgres', qq{SELECT count(*) = 1 FROM pg_locks
+    WHERE pid = $b_pid AND NOT granted AND locktype = 'advisory'
+      AND classid = 'fmcsa_carriers'::regclass::oid AND objid = 0 AND objsubid = 28792}),
+	'a confirmation waits for the carriers write lock of an open tagging run');
+my ($claim_rc) = $node->psql('postgres', q{SELECT count(*) FROM pw.select_sendable_carriers(5, 'soak', claim => true)},
+	timeout => 30);
+is($claim_rc, 0, 'a claim meanwhile does not wait for it');
+$a->query_safe('COMMIT');
+$b->query_until(qr/finished/, '');
+pass('the confirmation goes on once the tagging run commits');
+$a->quit;
+$b->quit;
 
 # --- DROP EXTENSION while the tagger tags ---------------------------------------
 $node->safe_psql('postgres', 'ALTER SYSTEM SET pw_deliverability.dns_max_qps = 100; SELECT pg_reload_conf()');
