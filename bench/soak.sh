@@ -28,8 +28,6 @@ CARRIERS="${PW_SOAK_CARRIERS:-1600000}"
 QPS="${PW_SOAK_QPS:-300}"
 export PW_SOAK_LOG_LINES="${PW_SOAK_LOG_LINES:-$((400000 * MINUTES))}"
 
-NETPID=
-pw_on_exit 'if [ -n "$NETPID" ]; then kill "$NETPID" 2>/dev/null; wait "$NETPID" 2>/dev/null; fi'
 pw_cluster_start soak "${PW_SOAK_KEEP:-0}" <<'EOF2'
 shared_buffers = 512MB
 timezone = 'UTC'
@@ -57,15 +55,7 @@ printf 'done in %.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
 
 echo "== loopback DNS server for the sample domains"
 psql_q -c "\\copy (SELECT domain, true_label, mx_host FROM pw_sample_domains) TO '$WORK/domains.tsv'"
-perl "$SRC/test/demo_net.pl" "$WORK" "$WORK/domains.tsv" dns &
-NETPID=$!
-for _ in $(seq 1 300); do
-	[ -e "$WORK/net.env" ] && break
-	kill -0 "$NETPID" 2>/dev/null || { echo "the DNS server did not start" >&2; exit 1; }
-	sleep 0.2
-done
-# shellcheck disable=SC1091
-. "$WORK/net.env"
+pw_start_net "$WORK/domains.tsv" dns
 echo "DNS $DNS_SERVERS ($(wc -l <"$WORK/domains.tsv") domains)"
 psql_q -c "ALTER SYSTEM SET pw_deliverability.dns_servers = '$DNS_SERVERS'" \
 	-c "ALTER SYSTEM SET pw_deliverability.dns_max_qps = $QPS" \

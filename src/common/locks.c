@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * locks.c
- *	  The locks every job of the daily loop takes first, in this order (see
- *	  "Lock order" in docs/internals.md): the extension itself in ACCESS
- *	  SHARE mode, so that DROP EXTENSION (which locks the extension before
- *	  any of its members) waits for a running job instead of taking half of
- *	  its tables first; then, for the jobs that update carrier rows and may
- *	  wait for them (tagging, ingest, confirmation), the carriers write lock,
- *	  which lets one of them at a time hold carrier row locks.
+ *	  The two locks of the daily loop's lock order ("Lock order" in
+ *	  docs/internals.md): the extension itself in ACCESS SHARE mode, which
+ *	  every job takes first, so that DROP EXTENSION (which locks the
+ *	  extension before any of its members) waits for a running job instead
+ *	  of taking half of its tables first; and the carriers write lock, which
+ *	  the jobs that update carrier rows and may wait for them (tagging,
+ *	  ingest, confirmation) take right before their first carrier row, so
+ *	  that one of them at a time holds carrier row locks.
  *
  *-------------------------------------------------------------------------
  */

@@ -437,9 +437,9 @@ FetchBatch(Portal portal, int want, TagBatch *batch)
 /*
  * Tags up to max_domains untagged or due domains: resolves new and due
  * domains in batches of tag_batch_size, writing each batch, then
- * propagates cached labels to the carriers still untagged.  With dns_process on and more than one
- * batch to do, a separate resolver process looks up the next batch while
- * this backend writes the current one.  Must be called connected to SPI,
+ * propagates cached labels to the carriers still untagged.  With
+ * dns_process on and more than one batch to do, a separate resolver process
+ * looks up the next batch while this backend writes the current one.  Must be called connected to SPI,
  * inside a transaction; the caller commits.
  */
 void
