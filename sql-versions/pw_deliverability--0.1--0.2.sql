@@ -1,8 +1,10 @@
 -- pw_deliverability upgrade 0.1 -> 0.2 (ALTER EXTENSION pw_deliverability UPDATE).
--- 0.1 is main at commit 722c061, 0.2 the install script built from src/sql/;
--- while 0.2 is unreleased, every change to src/sql/ is mirrored here.  The TAP
--- test test/t/080_upgrade.pl checks that an updated 0.1 install has the same
--- catalog as a fresh 0.2 install.
+-- Only what changed from the frozen sql-versions/pw_deliverability--0.1.sql
+-- to the frozen sql-versions/pw_deliverability--0.2.sql: changed functions
+-- whole (CREATE OR REPLACE), the objects new in 0.2, ALTERs of the others.
+-- Frozen with 0.2: later changes go into the upgrade scripts of later
+-- versions.  The TAP test test/t/080_upgrade.pl checks that an install
+-- updated from 0.1 has the catalog of a fresh 0.2 install.
 
 \echo Use "ALTER EXTENSION pw_deliverability UPDATE TO '0.2'" to load this file. \quit
 
@@ -92,13 +94,9 @@ REVOKE EXECUTE ON FUNCTION pw.wake_tagger() FROM PUBLIC;
 ALTER TABLE pw.maillog_files ADD COLUMN tail bytea;
 
 -- ===========================================================================
--- New in 0.2: reputation brake, schedules, reporting (src/sql/40_operations.sql)
+-- New in 0.2: mail logs per profile, the reputation brake, reporting and
+-- pg_cron schedules
 -- ===========================================================================
--- ---------------------------------------------------------------------------
--- Operations: mail logs per profile, the reputation brake, reporting and
--- pg_cron schedules.  Written as ALTERs and new objects so that this
--- fragment can double as upgrade content.
--- ---------------------------------------------------------------------------
 
 -- The mail logs the extension ingests, each mapped to the send profile whose
 -- traffic it records (the MTA of the campaign, the burner MTA of the
@@ -462,11 +460,8 @@ REVOKE ALL ON FUNCTION pw.unschedule_jobs() FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('pw.maillogs', '');
 
 -- ===========================================================================
--- New in 0.2: shipped defaults are not dumped (src/sql/90_seeded.sql)
+-- New in 0.2: shipped defaults are not dumped
 -- ===========================================================================
--- ---------------------------------------------------------------------------
--- Shipped defaults and pg_dump
--- ---------------------------------------------------------------------------
 
 -- CREATE EXTENSION seeds the configuration tables with shipped defaults
 -- (profiles, ramps, operators, suffix rules, ...).  pg_dump must dump only
@@ -522,9 +517,11 @@ BEGIN
 END
 $$;
 
--- The shipped defaults of 0.1.  A row equal to its shipped default in every
+-- The shipped defaults of 0.1, as this script left them (the verify
+-- profile's brake_bounce_rate).  A row equal to its shipped default in every
 -- column stays seeded; any other row (added or edited under 0.1) is the
--- user's and is dumped.
+-- user's and is dumped.  A shipped profile's warmup_start is the day 0.1 was
+-- installed: it is taken from the profile as it is.
 CREATE TEMP TABLE seed_verify_results (LIKE pw.verify_results INCLUDING DEFAULTS);
 CREATE TEMP TABLE seed_operator_classes (LIKE pw.operator_classes INCLUDING DEFAULTS);
 CREATE TEMP TABLE seed_operators (LIKE pw.operators INCLUDING DEFAULTS);
@@ -636,10 +633,12 @@ INSERT INTO pg_temp.seed_warmup_ramp (profile, op_class, from_day, daily_cap) VA
     ('default', 'consumer', 52,  60),
     ('default', 'consumer', 60, 120);
 INSERT INTO pg_temp.seed_profiles (name, purpose, warmup_start, sent_column, sendable_results,
-                         per_op_run_cap, null_run_cap, note) VALUES
+                         per_op_run_cap, null_run_cap, brake_bounce_rate, note) VALUES
     ('verify', 'verification', current_date, 'verify_sent_at',
-     '{catch_all_domain,mx_unreachable}', 30, 20,
+     '{catch_all_domain,mx_unreachable}', 30, 20, 1,
      'burner-domain verification sends: catch_all_domain + mx_unreachable');
+UPDATE pg_temp.seed_profiles s SET warmup_start = p.warmup_start
+  FROM pw.profiles p WHERE p.name = s.name;
 INSERT INTO pg_temp.seed_warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
     ('verify', 'default',   1,  20),
     ('verify', 'default',   8,  40),

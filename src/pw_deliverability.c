@@ -22,9 +22,9 @@ void
 _PG_init(void)
 {
 	CarriersInit();
-	ResolverInit();
+	MxResolverInit();
 	MxTagInit();
-	WorkerInit();
+	MxWorkerInit();
 	SelectInit();
 	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);

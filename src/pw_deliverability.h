@@ -24,9 +24,9 @@
 extern void CarriersInit(void);
 
 /* mx/ */
-extern void ResolverInit(void);
+extern void MxResolverInit(void);
 extern void MxTagInit(void);
-extern void WorkerInit(void);
+extern void MxWorkerInit(void);
 
 /* select/ */
 extern void SelectInit(void);

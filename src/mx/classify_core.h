@@ -12,42 +12,47 @@
 #include <stddef.h>
 
 /* Longest domain name in presentation form, without the trailing dot */
-#define PW_DOMAIN_MAX 253
+#define MX_DOMAIN_MAX 253
 /* Buffer size for a normalised name or a label ("mx:" + name + NUL) */
-#define PW_NAME_BUF 260
+#define MX_NAME_BUF 260
+/* Longest input MxDomainNormalize() accepts before normalisation (bytes) */
+#define PW_INPUT_MAX 1024
 
-/* Results of PwDomainNormalize() */
-typedef enum PwDomainStatus
+/* Results of MxDomainNormalize() */
+typedef enum MxDomainStatus
 {
-	PW_DOMAIN_OK = 0,
-	PW_DOMAIN_EMPTY,
-	PW_DOMAIN_TOO_LONG,
-	PW_DOMAIN_EMPTY_LABEL,
-	PW_DOMAIN_LABEL_TOO_LONG,
-	PW_DOMAIN_BAD_CHAR,
-	PW_DOMAIN_BAD_HYPHEN,
-	PW_DOMAIN_SINGLE_LABEL,
-	PW_DOMAIN_NUMERIC_TLD,
-	PW_DOMAIN_BAD_UTF8
-} PwDomainStatus;
+	MX_DOMAIN_OK = 0,
+	MX_DOMAIN_EMPTY,
+	MX_DOMAIN_TOO_LONG,
+	MX_DOMAIN_EMPTY_LABEL,
+	MX_DOMAIN_LABEL_TOO_LONG,
+	MX_DOMAIN_BAD_CHAR,
+	MX_DOMAIN_BAD_HYPHEN,
+	MX_DOMAIN_SINGLE_LABEL,
+	MX_DOMAIN_NUMERIC_TLD,
+	MX_DOMAIN_BAD_UTF8,
+	MX_DOMAIN_BAD_IDN,			/* IDNA2008 refuses it (libidn2) */
+	MX_DOMAIN_NOT_UNICODE,		/* not convertible from the database encoding */
+	MX_DOMAIN_NO_MEMORY			/* libidn2 could not allocate */
+} MxDomainStatus;
 
 /* One MX host suffix rule: a host equal to or under suffix gets label */
-typedef struct PwSuffixRule
+typedef struct MxSuffixRule
 {
 	const char *suffix;
 	const char *label;
-} PwSuffixRule;
+} MxSuffixRule;
 
-extern PwDomainStatus PwDomainNormalize(const char *in, size_t len,
+extern MxDomainStatus MxDomainNormalize(const char *in, size_t len,
 										char *out);
-extern const char *PwDomainStatusText(PwDomainStatus status);
-extern void PwSuffixRulesSort(PwSuffixRule *rules, size_t n);
-extern const char *PwSuffixMatch(const PwSuffixRule *rules, size_t n,
+extern const char *MxDomainStatusText(MxDomainStatus status);
+extern void MxSuffixRulesSort(MxSuffixRule *rules, size_t n);
+extern const char *MxSuffixMatch(const MxSuffixRule *rules, size_t n,
 								 const char *host);
-extern const char *PwRegistrableDomain(const char *host);
-extern void PwClassifyHost(const PwSuffixRule *rules, size_t n,
+extern const char *MxRegistrableDomain(const char *host);
+extern void MxClassifyHost(const MxSuffixRule *rules, size_t n,
 						   const char *host, char *out);
-extern int	PwClassifyExchanges(const PwSuffixRule *rules, size_t n,
+extern int	MxClassifyExchanges(const MxSuffixRule *rules, size_t n,
 								const char *const *hosts, const size_t *lens,
 								size_t nhosts, char *out);
 

@@ -37,10 +37,9 @@
 #include "utils/resowner.h"
 
 #include "mx.h"
-#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
-PGDLLEXPORT void pw_dns_process_main(Datum arg);
+PGDLLEXPORT void MxDnsProcessMain(Datum arg);
 
 #define PW_DNS_MAGIC		0x70776473
 #define KEY_SETTINGS		1
@@ -62,7 +61,7 @@ static const char *const dns_settings[] = {
 };
 
 /* The backend's side of a resolver process */
-struct PwDnsProcess
+struct MxDnsProcess
 {
 	dsm_segment *seg;
 	BackgroundWorkerHandle *handle;
@@ -150,10 +149,10 @@ LoadBlob(shm_toc *toc, uint64 key, char **p, char **end)
  * classifying with the given rules.  NULL when no background worker slot is
  * free (the caller then resolves in its own process).
  */
-PwDnsProcess *
-PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
+MxDnsProcess *
+MxDnsProcessStart(const MxSuffixRule *rules, size_t nrules, int batch_size)
 {
-	PwDnsProcess *proc = palloc0(sizeof(PwDnsProcess));
+	MxDnsProcess *proc = palloc0(sizeof(MxDnsProcess));
 	StringInfoData settings;
 	StringInfoData rulebuf;
 	shm_toc_estimator e;
@@ -207,7 +206,7 @@ PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
 	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pw_deliverability");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pw_dns_process_main");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "MxDnsProcessMain");
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "pw_deliverability resolver for PID %d", MyProcPid);
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "pw_deliverability resolver");
 	bgw.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(proc->seg));
@@ -228,7 +227,7 @@ PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules, int batch_size)
 
 /* Raises the error of a resolver process gone in the middle of a run. */
 static void
-ProcessGone(void)
+ReportProcessGone(void)
 {
 	/*
 	 * A shutdown or a termination of this backend that took the process down
@@ -248,7 +247,7 @@ ProcessGone(void)
 
 /* Pushes the pending batch messages, in order, as far as the queue takes them now. */
 static void
-PushPending(PwDnsProcess *proc)
+PushPendingBatches(MxDnsProcess *proc)
 {
 	while (proc->pending != NIL)
 	{
@@ -257,7 +256,7 @@ PushPending(PwDnsProcess *proc)
 
 		rc = shm_mq_send(proc->to_worker, msg->len, msg->data, true, true);
 		if (rc == SHM_MQ_DETACHED)
-			ProcessGone();
+			ReportProcessGone();
 		if (rc != SHM_MQ_SUCCESS)
 			return;
 		proc->pending = list_delete_first(proc->pending);
@@ -282,7 +281,7 @@ WaitForWorker(void)
  * caller collects).
  */
 void
-PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
+MxDnsProcessSubmit(MxDnsProcess *proc, MxDomainJob *jobs, int njobs)
 {
 	StringInfo	msg = makeStringInfo();
 	uint32		n = 0;
@@ -290,7 +289,7 @@ PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
 	PutUint32(msg, 0);
 	for (int i = 0; i < njobs; i++)
 	{
-		if (jobs[i].step == PW_STEP_DONE)
+		if (jobs[i].step == MX_STEP_DONE)
 			continue;
 		PutUint32(msg, (uint32) i);
 		PutString(msg, jobs[i].qname);
@@ -299,7 +298,7 @@ PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
 	memcpy(msg->data, &n, sizeof(n));
 	proc->pending = lappend(proc->pending, msg);
 	proc->outstanding++;
-	PushPending(proc);
+	PushPendingBatches(proc);
 }
 
 /*
@@ -309,7 +308,7 @@ PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs)
  * the caller writes.
  */
 void
-PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
+MxDnsProcessCollect(MxDnsProcess *proc, MxDomainJob *jobs, int njobs,
 					MemoryContext cxt)
 {
 	Size		len = 0;
@@ -323,12 +322,12 @@ PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
 	{
 		shm_mq_result rc;
 
-		PushPending(proc);
+		PushPendingBatches(proc);
 		rc = shm_mq_receive(proc->from_worker, &len, &data, true);
 		if (rc == SHM_MQ_SUCCESS)
 			break;
 		if (rc == SHM_MQ_DETACHED)
-			ProcessGone();
+			ReportProcessGone();
 		WaitForWorker();
 	}
 	proc->outstanding--;
@@ -346,14 +345,14 @@ PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
 
 		if (i >= (uint32) njobs || outcome == NULL)
 			elog(ERROR, "malformed message from the resolver process");
-		jobs[i].step = PW_STEP_DONE;
+		jobs[i].step = MX_STEP_DONE;
 		jobs[i].outcome = MemoryContextStrdup(cxt, outcome);
 		jobs[i].label = label ? MemoryContextStrdup(cxt, label) : NULL;
 		jobs[i].hosts = hosts ? MemoryContextStrdup(cxt, hosts) : NULL;
 		jobs[i].error = error ? MemoryContextStrdup(cxt, error) : NULL;
 	}
 	for (int i = 0; i < njobs; i++)
-		if (jobs[i].step != PW_STEP_DONE)
+		if (jobs[i].step != MX_STEP_DONE)
 			elog(ERROR, "the resolver process left a domain without an outcome");
 
 	/*
@@ -362,7 +361,7 @@ PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
 	 */
 	while (list_length(proc->pending) > Max(proc->outstanding - 1, 0))
 	{
-		PushPending(proc);
+		PushPendingBatches(proc);
 		if (list_length(proc->pending) > Max(proc->outstanding - 1, 0))
 			WaitForWorker();
 	}
@@ -370,7 +369,7 @@ PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
 
 /* Ends the resolver process (it exits when its queues are detached). */
 void
-PwDnsProcessStop(PwDnsProcess *proc)
+MxDnsProcessStop(MxDnsProcess *proc)
 {
 	shm_mq_detach(proc->to_worker);
 	shm_mq_detach(proc->from_worker);
@@ -379,26 +378,102 @@ PwDnsProcessStop(PwDnsProcess *proc)
 	pfree(proc);
 }
 
+/* In the resolver process: the backend's resolver settings, as if SET. */
+static void
+ApplyBackendSettings(shm_toc *toc)
+{
+	char	   *p;
+	char	   *end;
+	uint32		n;
+
+	LoadBlob(toc, KEY_SETTINGS, &p, &end);
+	n = GetUint32(&p, end);
+	for (uint32 i = 0; i < n; i++)
+	{
+		char	   *name = GetString(&p, end);
+		char	   *value = GetString(&p, end);
+
+		(void) set_config_option(name, value ? value : "", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
+	}
+}
+
+/* In the resolver process: the backend's suffix rules (in the segment). */
+static MxSuffixRule *
+ReadSuffixRules(shm_toc *toc, size_t *nrules)
+{
+	char	   *p;
+	char	   *end;
+	MxSuffixRule *rules;
+
+	LoadBlob(toc, KEY_RULES, &p, &end);
+	*nrules = GetUint32(&p, end);
+	rules = palloc0(sizeof(MxSuffixRule) * (*nrules + 1));
+	for (size_t i = 0; i < *nrules; i++)
+	{
+		rules[i].suffix = GetString(&p, end);
+		rules[i].label = GetString(&p, end);
+	}
+	return rules;
+}
+
+/*
+ * In the resolver process: looks up the names of one batch message (in
+ * the current memory context, cxt) and builds the message of outcomes in
+ * *reply; returns the number of domains.
+ */
+static uint32
+ResolveBatchMessage(MxResolver *res, MemoryContext cxt,
+					const MxSuffixRule *rules, size_t nrules,
+					char *p, char *end, StringInfo reply)
+{
+	uint32		njobs = GetUint32(&p, end);
+	MxDomainJob *jobs = palloc0(sizeof(MxDomainJob) * Max(njobs, 1));
+	uint32	   *index = palloc(sizeof(uint32) * Max(njobs, 1));
+
+	initStringInfo(reply);
+	PutUint32(reply, njobs);
+	for (uint32 i = 0; i < njobs; i++)
+	{
+		uint32		idx = GetUint32(&p, end);
+		char	   *qname = GetString(&p, end);
+
+		if (qname == NULL || strlen(qname) >= MX_NAME_BUF)
+			elog(ERROR, "malformed batch for the resolver process");
+		strlcpy(jobs[i].qname, qname, MX_NAME_BUF);
+		jobs[i].step = MX_STEP_MX;
+		index[i] = idx;
+	}
+
+	MxLookupDomains(res, cxt, rules, nrules, jobs, (int) njobs);
+
+	for (uint32 i = 0; i < njobs; i++)
+	{
+		PutUint32(reply, index[i]);
+		PutString(reply, jobs[i].outcome);
+		PutString(reply, jobs[i].label);
+		PutString(reply, jobs[i].hosts);
+		PutString(reply, jobs[i].error);
+	}
+	return njobs;
+}
+
 /*
  * The resolver process: applies the backend's settings, then resolves
  * batch after batch until the backend detaches.
  */
 void
-pw_dns_process_main(Datum arg)
+MxDnsProcessMain(Datum arg)
 {
 	dsm_segment *seg;
 	shm_toc    *toc;
 	shm_mq	   *mq;
 	shm_mq_handle *in;
 	shm_mq_handle *out;
-	char	   *p;
-	char	   *end;
-	uint32		n;
-	PwSuffixRule *rules;
+	MxSuffixRule *rules;
 	size_t		nrules;
-	PwResolver *res;
+	MxResolver *res;
 	MemoryContext batchcxt;
-	StringInfoData msg;
 	Oid			dboid;
 	Oid			user;
 	int64		ndomains = 0;
@@ -421,26 +496,8 @@ pw_dns_process_main(Datum arg)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("bad magic number in the resolver's shared memory segment")));
 
-	/* the backend's resolver settings, as if SET in a session */
-	LoadBlob(toc, KEY_SETTINGS, &p, &end);
-	n = GetUint32(&p, end);
-	for (uint32 i = 0; i < n; i++)
-	{
-		char	   *name = GetString(&p, end);
-		char	   *value = GetString(&p, end);
-
-		(void) set_config_option(name, value ? value : "", PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_SET, true, 0, false);
-	}
-	LoadBlob(toc, KEY_RULES, &p, &end);
-	n = GetUint32(&p, end);
-	nrules = n;
-	rules = palloc0(sizeof(PwSuffixRule) * (nrules + 1));
-	for (size_t i = 0; i < nrules; i++)
-	{
-		rules[i].suffix = GetString(&p, end);
-		rules[i].label = GetString(&p, end);
-	}
+	ApplyBackendSettings(toc);
+	rules = ReadSuffixRules(toc, &nrules);
 
 	mq = shm_toc_lookup(toc, KEY_TO_WORKER, false);
 	shm_mq_set_receiver(mq, MyProc);
@@ -449,7 +506,7 @@ pw_dns_process_main(Datum arg)
 	shm_mq_set_sender(mq, MyProc);
 	out = shm_mq_attach(mq, seg, NULL);
 
-	res = PwResolverCreate(TopMemoryContext);
+	res = MxResolverCreate(TopMemoryContext);
 	batchcxt = AllocSetContextCreate(TopMemoryContext, "pw resolver batch",
 									 ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -457,53 +514,23 @@ pw_dns_process_main(Datum arg)
 	{
 		Size		len;
 		void	   *data;
-		PwDomainJob *jobs;
-		uint32	   *index;
-		uint32		njobs;
+		StringInfoData reply;
 		MemoryContext old;
 
 		if (shm_mq_receive(in, &len, &data, false) != SHM_MQ_SUCCESS)
 			break;				/* the backend detached: the run is over */
 		pgstat_report_activity(STATE_RUNNING, "resolving a batch");
 		old = MemoryContextSwitchTo(batchcxt);
-		p = data;
-		end = p + len;
-		njobs = GetUint32(&p, end);
-		jobs = palloc0(sizeof(PwDomainJob) * Max(njobs, 1));
-		index = palloc(sizeof(uint32) * Max(njobs, 1));
-		initStringInfo(&msg);
-		PutUint32(&msg, njobs);
-		for (uint32 i = 0; i < njobs; i++)
-		{
-			uint32		idx = GetUint32(&p, end);
-			char	   *qname = GetString(&p, end);
-
-			if (qname == NULL || strlen(qname) >= PW_NAME_BUF)
-				elog(ERROR, "malformed batch for the resolver process");
-			strlcpy(jobs[i].qname, qname, PW_NAME_BUF);
-			jobs[i].step = PW_STEP_MX;
-			index[i] = idx;
-		}
-
-		PwLookupDomains(res, batchcxt, rules, nrules, jobs, (int) njobs);
-		ndomains += njobs;
+		ndomains += ResolveBatchMessage(res, batchcxt, rules, nrules,
+										data, (char *) data + len, &reply);
 		nbatches++;
-
-		for (uint32 i = 0; i < njobs; i++)
-		{
-			PutUint32(&msg, index[i]);
-			PutString(&msg, jobs[i].outcome);
-			PutString(&msg, jobs[i].label);
-			PutString(&msg, jobs[i].hosts);
-			PutString(&msg, jobs[i].error);
-		}
-		if (shm_mq_send(out, msg.len, msg.data, false, true) != SHM_MQ_SUCCESS)
+		if (shm_mq_send(out, reply.len, reply.data, false, true) != SHM_MQ_SUCCESS)
 			break;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batchcxt);
 		pgstat_report_activity(STATE_IDLE, NULL);
 	}
-	PwResolverDestroy(res);
+	MxResolverDestroy(res);
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		ereport(DEBUG1,
 				(errmsg("pw_deliverability resolver: %ld domains in %ld batches, %.2f s user, %.2f s system CPU",

@@ -4,7 +4,8 @@
  *	  Looking up a batch of domains: MX, then A and AAAA when there is no MX
  *	  (the implicit MX of RFC 5321), many queries in flight on one resolver,
  *	  and the outcome and label of each domain.  Used in the tagging backend
- *	  and in the separate resolver process (dns_process.c).
+ *	  and in the separate resolver process (dns_process.c); and one domain's
+ *	  MX records for pw.resolve_mx().
  *
  *-------------------------------------------------------------------------
  */
@@ -13,31 +14,37 @@
 #include <arpa/nameser.h>
 #include <netinet/in.h>
 
+#include <ares.h>
+
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
 #include "mx.h"
+#include "pw_deliverability.h"
 
-/* The state of one chunk's DNS work */
-typedef struct ChunkState
+/* The state of one batch's DNS work */
+typedef struct LookupState
 {
-	PwResolver *res;
-	MemoryContext cxt;			/* the chunk's memory */
-	const PwSuffixRule *rules;
+	MxResolver *res;
+	MemoryContext cxt;			/* the batch's memory */
+	const MxSuffixRule *rules;
 	size_t		nrules;
-	PwDomainJob **queue;			/* jobs waiting for their next query */
+	MxDomainJob **queue;		/* jobs waiting for their next query */
 	int			qhead;
 	int			qtail;
-} ChunkState;
+} LookupState;
 
-/* A job and the chunk it belongs to, as the callback argument */
+/* A job and the lookup it belongs to, as the callback argument */
 typedef struct JobRef
 {
-	ChunkState *cs;
-	PwDomainJob  *job;
+	LookupState *cs;
+	MxDomainJob *job;
 } JobRef;
 
-/* Copies a string into the chunk, replacing bytes that are not printable ASCII. */
+/*
+ * Copies a host name into cxt, lower-cased, replacing bytes that are not
+ * printable ASCII.
+ */
 static char *
 CleanHost(MemoryContext cxt, const char *s)
 {
@@ -53,10 +60,10 @@ CleanHost(MemoryContext cxt, const char *s)
 
 /* Finishes a job with an outcome (label NULL for failures). */
 static void
-Finish(ChunkState *cs, PwDomainJob *job, const char *outcome, const char *label,
-	   const char *error)
+FinishJob(LookupState *cs, MxDomainJob *job, const char *outcome,
+		  const char *label, const char *error)
 {
-	job->step = PW_STEP_DONE;
+	job->step = MX_STEP_DONE;
 	job->outcome = outcome;
 	job->label = label ? MemoryContextStrdup(cs->cxt, label) : NULL;
 	job->error = error;
@@ -64,7 +71,7 @@ Finish(ChunkState *cs, PwDomainJob *job, const char *outcome, const char *label,
 
 /* Queues a job for its next query (A after MX, AAAA after A). */
 static void
-Advance(ChunkState *cs, PwDomainJob *job, PwJobStep next)
+QueueNextStep(LookupState *cs, MxDomainJob *job, MxJobStep next)
 {
 	job->step = next;
 	cs->queue[cs->qtail++] = job;
@@ -72,16 +79,16 @@ Advance(ChunkState *cs, PwDomainJob *job, PwJobStep next)
 
 /* The implicit-MX label of a domain: "mx:" + its registrable domain. */
 static void
-AddressLabel(PwDomainJob *job, char *out)
+ImplicitMxLabel(MxDomainJob *job, char *out)
 {
-	const char *reg = PwRegistrableDomain(job->qname);
+	const char *reg = MxRegistrableDomain(job->qname);
 
-	snprintf(out, PW_NAME_BUF, "mx:%s", reg ? reg : job->qname);
+	snprintf(out, MX_NAME_BUF, "mx:%s", reg ? reg : job->qname);
 }
 
 /* qsort order of MX replies: preference, then host name. */
-int
-PwMxCmp(const void *a, const void *b)
+static int
+ExchangeOrder(const void *a, const void *b)
 {
 	const struct ares_mx_reply *x = *(const struct ares_mx_reply *const *) a;
 	const struct ares_mx_reply *y = *(const struct ares_mx_reply *const *) b;
@@ -93,7 +100,7 @@ PwMxCmp(const void *a, const void *b)
 
 /* Handles an MX answer. */
 static void
-OnMx(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
+HandleMxAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int alen)
 {
 	struct ares_mx_reply *mx = NULL;
 	struct ares_mx_reply **sorted;
@@ -101,17 +108,17 @@ OnMx(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
 	size_t	   *lens;
 	int			n = 0;
 	int			rc = ares_parse_mx_reply(abuf, alen, &mx);
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 	StringInfoData buf;
 
 	if (rc == ARES_ENODATA)
 	{
-		Advance(cs, job, PW_STEP_A);
+		QueueNextStep(cs, job, MX_STEP_A);
 		return;
 	}
 	if (rc != ARES_SUCCESS)
 	{
-		Finish(cs, job, PW_OUT_FAILED, NULL, PwDnsStatusText(rc));
+		FinishJob(cs, job, MX_OUTCOME_FAILED, NULL, MxDnsStatusText(rc));
 		return;
 	}
 	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
@@ -119,7 +126,7 @@ OnMx(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
 	if (n == 0)
 	{
 		ares_free_data(mx);
-		Advance(cs, job, PW_STEP_A);
+		QueueNextStep(cs, job, MX_STEP_A);
 		return;
 	}
 	sorted = MemoryContextAlloc(cs->cxt, sizeof(*sorted) * n);
@@ -128,7 +135,7 @@ OnMx(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
 	n = 0;
 	for (struct ares_mx_reply *m = mx; m != NULL; m = m->next)
 		sorted[n++] = m;
-	qsort(sorted, n, sizeof(sorted[0]), PwMxCmp);
+	qsort(sorted, n, sizeof(sorted[0]), ExchangeOrder);
 	{
 		MemoryContext old = MemoryContextSwitchTo(cs->cxt);
 
@@ -146,26 +153,27 @@ OnMx(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
 		MemoryContextSwitchTo(old);
 	}
 	job->hosts = buf.data;
-	if (!PwClassifyExchanges(cs->rules, cs->nrules, hosts, lens, n, label))
+	if (!MxClassifyExchanges(cs->rules, cs->nrules, hosts, lens, n, label))
 	{
 		bool		nullmx = lens[0] == 1 && hosts[0][0] == '.';
 
-		Finish(cs, job, nullmx ? PW_OUT_NULL_MX : PW_OUT_NO_RECORDS, "none", NULL);
+		FinishJob(cs, job, nullmx ? MX_OUTCOME_NULL_MX : MX_OUTCOME_NO_RECORDS,
+				  MX_LABEL_NONE, NULL);
 	}
 	else
-		Finish(cs, job, PW_OUT_MX, label, NULL);
+		FinishJob(cs, job, MX_OUTCOME_MX, label, NULL);
 	ares_free_data(mx);
 }
 
 /* Handles an A or AAAA answer. */
 static void
-OnAddress(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
+HandleAddressAnswer(LookupState *cs, MxDomainJob *job, unsigned char *abuf, int alen)
 {
 	int			naddr = 8;
 	int			rc;
-	char		label[PW_NAME_BUF];
+	char		label[MX_NAME_BUF];
 
-	if (job->step == PW_STEP_A)
+	if (job->step == MX_STEP_A)
 	{
 		struct ares_addrttl addrs[8];
 
@@ -179,63 +187,63 @@ OnAddress(ChunkState *cs, PwDomainJob *job, unsigned char *abuf, int alen)
 	}
 	if (rc == ARES_SUCCESS && naddr > 0)
 	{
-		AddressLabel(job, label);
-		Finish(cs, job, PW_OUT_ADDRESS, label, NULL);
+		ImplicitMxLabel(job, label);
+		FinishJob(cs, job, MX_OUTCOME_ADDRESS, label, NULL);
 	}
 	else if (rc == ARES_SUCCESS || rc == ARES_ENODATA)
 	{
-		if (job->step == PW_STEP_A)
-			Advance(cs, job, PW_STEP_AAAA);
+		if (job->step == MX_STEP_A)
+			QueueNextStep(cs, job, MX_STEP_AAAA);
 		else
-			Finish(cs, job, PW_OUT_NO_RECORDS, "none", NULL);
+			FinishJob(cs, job, MX_OUTCOME_NO_RECORDS, MX_LABEL_NONE, NULL);
 	}
 	else
-		Finish(cs, job, PW_OUT_FAILED, NULL, PwDnsStatusText(rc));
+		FinishJob(cs, job, MX_OUTCOME_FAILED, NULL, MxDnsStatusText(rc));
 }
 
 /* Completion of one query of a job. */
 static void
-JobDone(void *arg, int status, unsigned char *abuf, int alen)
+HandleJobAnswer(void *arg, int status, unsigned char *abuf, int alen)
 {
 	JobRef	   *ref = (JobRef *) arg;
-	ChunkState *cs = ref->cs;
-	PwDomainJob  *job = ref->job;
+	LookupState *cs = ref->cs;
+	MxDomainJob *job = ref->job;
 
 	pfree(ref);
 	if (status == ARES_SUCCESS)
 	{
-		if (job->step == PW_STEP_MX)
-			OnMx(cs, job, abuf, alen);
+		if (job->step == MX_STEP_MX)
+			HandleMxAnswer(cs, job, abuf, alen);
 		else
-			OnAddress(cs, job, abuf, alen);
+			HandleAddressAnswer(cs, job, abuf, alen);
 	}
 	else if (status == ARES_ENODATA)
 	{
 		/* NOERROR without records of that type: try the next type */
-		if (job->step == PW_STEP_MX)
-			Advance(cs, job, PW_STEP_A);
-		else if (job->step == PW_STEP_A)
-			Advance(cs, job, PW_STEP_AAAA);
+		if (job->step == MX_STEP_MX)
+			QueueNextStep(cs, job, MX_STEP_A);
+		else if (job->step == MX_STEP_A)
+			QueueNextStep(cs, job, MX_STEP_AAAA);
 		else
-			Finish(cs, job, PW_OUT_NO_RECORDS, "none", NULL);
+			FinishJob(cs, job, MX_OUTCOME_NO_RECORDS, MX_LABEL_NONE, NULL);
 	}
 	else if (status == ARES_ENOTFOUND)
-		Finish(cs, job, PW_OUT_NXDOMAIN, "none", NULL);
+		FinishJob(cs, job, MX_OUTCOME_NXDOMAIN, MX_LABEL_NONE, NULL);
 	else
-		Finish(cs, job, PW_OUT_FAILED, NULL, PwDnsStatusText(status));
+		FinishJob(cs, job, MX_OUTCOME_FAILED, NULL, MxDnsStatusText(status));
 }
 
 /* Sends the query of a job's current step. */
 static void
-Send(ChunkState *cs, PwDomainJob *job)
+SendJobQuery(LookupState *cs, MxDomainJob *job)
 {
 	JobRef	   *ref = MemoryContextAlloc(cs->cxt, sizeof(JobRef));
-	int			type = job->step == PW_STEP_MX ? ns_t_mx :
-		job->step == PW_STEP_A ? ns_t_a : ns_t_aaaa;
+	int			type = job->step == MX_STEP_MX ? ns_t_mx :
+		job->step == MX_STEP_A ? ns_t_a : ns_t_aaaa;
 
 	ref->cs = cs;
 	ref->job = job;
-	PwResolverQuery(cs->res, job->qname, type, JobDone, ref);
+	MxResolverQuery(cs->res, job->qname, type, HandleJobAnswer, ref);
 }
 
 /*
@@ -245,11 +253,11 @@ Send(ChunkState *cs, PwDomainJob *job)
  * failed), its exchanges and an error text.
  */
 void
-PwLookupDomains(PwResolver *res, MemoryContext cxt, const PwSuffixRule *rules,
-				size_t nrules, PwDomainJob *jobs, int njobs)
+MxLookupDomains(MxResolver *res, MemoryContext cxt, const MxSuffixRule *rules,
+				size_t nrules, MxDomainJob *jobs, int njobs)
 {
-	ChunkState	state;
-	ChunkState *cs = &state;
+	LookupState	state;
+	LookupState *cs = &state;
 	int			next = 0;
 
 	cs->res = res;
@@ -257,27 +265,92 @@ PwLookupDomains(PwResolver *res, MemoryContext cxt, const PwSuffixRule *rules,
 	cs->rules = rules;
 	cs->nrules = nrules;
 
-	cs->queue = MemoryContextAlloc(cs->cxt, sizeof(PwDomainJob *) * (2 * njobs + 1));
+	cs->queue = MemoryContextAlloc(cs->cxt, sizeof(MxDomainJob *) * (2 * njobs + 1));
 	cs->qhead = cs->qtail = 0;
 	for (;;)
 	{
-		while (PwResolverCanSend(cs->res))
+		while (MxResolverCanSend(cs->res))
 		{
 			if (cs->qhead < cs->qtail)
-				Send(cs, cs->queue[cs->qhead++]);
+				SendJobQuery(cs, cs->queue[cs->qhead++]);
 			else
 			{
-				while (next < njobs && jobs[next].step == PW_STEP_DONE)
+				while (next < njobs && jobs[next].step == MX_STEP_DONE)
 					next++;
 				if (next >= njobs)
 					break;
-				Send(cs, &jobs[next++]);
+				SendJobQuery(cs, &jobs[next++]);
 			}
 		}
-		while (next < njobs && jobs[next].step == PW_STEP_DONE)
+		while (next < njobs && jobs[next].step == MX_STEP_DONE)
 			next++;
-		if (cs->res->inflight == 0 && cs->qhead == cs->qtail && next >= njobs)
+		if (MxResolverIdle(cs->res) && cs->qhead == cs->qtail && next >= njobs)
 			break;
-		PwResolverStep(cs->res, cs->qhead < cs->qtail || next < njobs);
+		MxResolverStep(cs->res, cs->qhead < cs->qtail || next < njobs);
 	}
+}
+
+/* State of a one-domain MX lookup */
+typedef struct ExchangeLookup
+{
+	bool		done;
+	int			status;
+	struct ares_mx_reply *mx;
+} ExchangeLookup;
+
+/* Completion of a one-domain MX lookup: parses the answer. */
+static void
+RecordExchanges(void *arg, int status, unsigned char *abuf, int alen)
+{
+	ExchangeLookup *r = (ExchangeLookup *) arg;
+
+	r->done = true;
+	r->status = status;
+	if (status == ARES_SUCCESS)
+		r->status = ares_parse_mx_reply(abuf, alen, &r->mx);
+}
+
+/*
+ * Looks up the MX records of a normalised name on a resolver of its own:
+ * sets *exchanges (palloc'd, lowest preference first) and returns their
+ * number, 0 for NXDOMAIN or no MX; an error when DNS fails.
+ */
+int
+MxLookupExchanges(const char *qname, MxExchange **exchanges)
+{
+	MxResolver *res;
+	ExchangeLookup r = {0};
+	struct ares_mx_reply **sorted;
+	int			n = 0;
+
+	*exchanges = NULL;
+	res = MxResolverCreate(CurrentMemoryContext);
+	MxResolverQuery(res, qname, ns_t_mx, RecordExchanges, &r);
+	while (!r.done)
+		MxResolverStep(res, false);
+	MxResolverDestroy(res);
+
+	if (r.status == ARES_ENOTFOUND || r.status == ARES_ENODATA)
+		return 0;
+	if (r.status != ARES_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("MX lookup of \"%s\" failed: %s", qname, MxDnsStatusText(r.status)),
+				 errhint("Check " PW_GUC_PREFIX ".dns_servers and the servers' health.")));
+	for (struct ares_mx_reply *m = r.mx; m != NULL; m = m->next)
+		n++;
+	sorted = palloc(sizeof(*sorted) * Max(n, 1));
+	n = 0;
+	for (struct ares_mx_reply *m = r.mx; m != NULL; m = m->next)
+		sorted[n++] = m;
+	qsort(sorted, n, sizeof(sorted[0]), ExchangeOrder);
+	*exchanges = palloc(sizeof(MxExchange) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		(*exchanges)[i].preference = sorted[i]->priority;
+		(*exchanges)[i].host = pstrdup(sorted[i]->host[0] ? sorted[i]->host : ".");
+	}
+	pfree(sorted);
+	ares_free_data(r.mx);
+	return n;
 }

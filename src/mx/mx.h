@@ -1,8 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * mx.h
- *	  Internal declarations of MX tagging: the asynchronous resolver, the
- *	  suffix-rule loader and the tagging run shared by SQL and the worker.
+ *	  Declarations of the MX tagging subsystem, one section per file:
+ *
+ *	  resolver.c	the asynchronous c-ares resolver and its GUCs
+ *	  lookup.c		looking up a batch of domains (MX, then A and AAAA), and
+ *					one domain's MX records
+ *	  dns_process.c	the separate resolver process of a tagging run
+ *	  classify.c	the suffix rules from pw.mx_suffix_rules and the SQL
+ *					classifier (the pure classifier is classify_core.c)
+ *	  mx_tag.c		the tagging run and its GUCs
+ *	  mx_write.c	the tagging run's writes to pw.mx_domains and the carriers
+ *	  mx_sql.c		pw.mx_tag() and pw.resolve_mx()
+ *	  worker.c		the background MX tagger
  *
  *-------------------------------------------------------------------------
  */
@@ -11,125 +21,99 @@
 
 #include "postgres.h"
 
-#include <ares.h>
-
 #include "classify_core.h"
-#include "storage/latch.h"
+#include "common/pw_common.h"
 #include "utils/palloc.h"
-#include "utils/timestamp.h"
 
-/* GUCs of the resolver (resolver.c) */
-extern char *pw_dns_servers;
-extern int	pw_dns_concurrency;
-extern int	pw_dns_timeout_ms;
-extern int	pw_dns_tries;
-extern int	pw_dns_max_qps;
-
-/* GUCs of tagging (mx_tag.c) */
-extern int	pw_recheck_after;
-extern int	pw_retry_after;
-extern int	pw_tag_batch_size;
-extern bool pw_dns_process;
-
-/* One socket c-ares asked us to watch */
-typedef struct PwDnsSocket
-{
-	ares_socket_t fd;
-	bool		readable;
-	bool		writable;
-} PwDnsSocket;
+/* resolver.c */
 
 /*
  * An asynchronous resolver: a c-ares channel driven by a WaitEventSet over
- * its sockets, the latch and postmaster death.  Lives in its own memory
- * context; deleting that context (also on error) destroys the channel and
- * frees the wait set.
+ * its sockets, the latch and postmaster death, in its own memory context.
  */
-typedef struct PwResolver
-{
-	MemoryContext cxt;
-	ares_channel channel;
-	bool		have_channel;
-	bool		destroying;		/* callbacks must do nothing */
-	WaitEventSet *wes;
-	bool		wes_dirty;
-	int			nsocks;
-	int			maxsocks;
-	PwDnsSocket *socks;
-	int			inflight;
-	int			concurrency;
-	int			max_qps;
-	double		tokens;
-	TimestampTz last_refill;
-	uint64		sent;
-} PwResolver;
+typedef struct MxResolver MxResolver;
 
 /* Called with a finished query's answer (abuf NULL unless status is success) */
-typedef void (*PwDnsCallback) (void *arg, int status, unsigned char *abuf, int alen);
+typedef void (*MxDnsCallback) (void *arg, int status, unsigned char *abuf, int alen);
 
-/* resolver.c */
-extern PwResolver *PwResolverCreate(MemoryContext parent);
-extern void PwResolverDestroy(PwResolver *res);
-extern bool PwResolverCanSend(PwResolver *res);
-extern void PwResolverQuery(PwResolver *res, const char *name, int type,
-							PwDnsCallback cb, void *arg);
-extern void PwResolverStep(PwResolver *res, bool want_send);
-extern const char *PwDnsStatusText(int status);
+extern MxResolver *MxResolverCreate(MemoryContext parent);
+extern void MxResolverDestroy(MxResolver *res);
+extern bool MxResolverCanSend(MxResolver *res);
+extern bool MxResolverIdle(MxResolver *res);
+extern void MxResolverQuery(MxResolver *res, const char *name, int type,
+							MxDnsCallback cb, void *arg);
+extern void MxResolverStep(MxResolver *res, bool want_send);
+extern const char *MxDnsStatusText(int status);
+
+/* lookup.c */
 
 /* Where a domain's lookup stands */
-typedef enum PwJobStep
+typedef enum MxJobStep
 {
-	PW_STEP_MX,
-	PW_STEP_A,
-	PW_STEP_AAAA,
-	PW_STEP_DONE
-} PwJobStep;
+	MX_STEP_MX,
+	MX_STEP_A,
+	MX_STEP_AAAA,
+	MX_STEP_DONE
+} MxJobStep;
 
 /* Outcomes, as stored in pw.mx_domains.outcome */
-#define PW_OUT_MX			"mx"
-#define PW_OUT_ADDRESS		"address"
-#define PW_OUT_NULL_MX		"null_mx"
-#define PW_OUT_NXDOMAIN		"nxdomain"
-#define PW_OUT_NO_RECORDS	"no_records"
-#define PW_OUT_INVALID		"invalid"
-#define PW_OUT_FAILED		"failed"
+#define MX_OUTCOME_MX			"mx"
+#define MX_OUTCOME_ADDRESS		"address"
+#define MX_OUTCOME_NULL_MX		"null_mx"
+#define MX_OUTCOME_NXDOMAIN		"nxdomain"
+#define MX_OUTCOME_NO_RECORDS	"no_records"
+#define MX_OUTCOME_INVALID		"invalid"
+#define MX_OUTCOME_FAILED		"failed"
+
+/* The label of domains that cannot receive mail */
+#define MX_LABEL_NONE			"none"
 
 /* One domain of a batch */
-typedef struct PwDomainJob
+typedef struct MxDomainJob
 {
 	char	   *domain;			/* the cache key: pw.email_domain() form */
 	char	   *old_label;		/* its label before this lookup, or NULL */
 	Datum		tids;			/* tid[] of its untagged carriers, or 0 */
 	bool		cached;			/* in pw.mx_domains already */
-	char		qname[PW_NAME_BUF]; /* normalised name sent to DNS */
-	PwJobStep	step;
+	char		qname[MX_NAME_BUF]; /* normalised name sent to DNS */
+	MxJobStep	step;
 	const char *outcome;
 	char	   *label;
 	char	   *hosts;			/* exchanges in preference order, ' '-joined */
 	const char *error;
-} PwDomainJob;
+} MxDomainJob;
 
-/* lookup.c */
-extern void PwLookupDomains(PwResolver *res, MemoryContext cxt,
-							const PwSuffixRule *rules, size_t nrules,
-							PwDomainJob *jobs, int njobs);
-extern int	PwMxCmp(const void *a, const void *b);
+/* One MX record of a domain */
+typedef struct MxExchange
+{
+	int			preference;
+	char	   *host;			/* "." for a null MX */
+} MxExchange;
+
+extern void MxLookupDomains(MxResolver *res, MemoryContext cxt,
+							const MxSuffixRule *rules, size_t nrules,
+							MxDomainJob *jobs, int njobs);
+extern int	MxLookupExchanges(const char *qname, MxExchange **exchanges);
 
 /* dns_process.c */
-typedef struct PwDnsProcess PwDnsProcess;
-extern PwDnsProcess *PwDnsProcessStart(const PwSuffixRule *rules, size_t nrules,
+typedef struct MxDnsProcess MxDnsProcess;
+
+extern MxDnsProcess *MxDnsProcessStart(const MxSuffixRule *rules, size_t nrules,
 									   int batch_size);
-extern void PwDnsProcessSubmit(PwDnsProcess *proc, PwDomainJob *jobs, int njobs);
-extern void PwDnsProcessCollect(PwDnsProcess *proc, PwDomainJob *jobs, int njobs,
+extern void MxDnsProcessSubmit(MxDnsProcess *proc, MxDomainJob *jobs, int njobs);
+extern void MxDnsProcessCollect(MxDnsProcess *proc, MxDomainJob *jobs, int njobs,
 								MemoryContext cxt);
-extern void PwDnsProcessStop(PwDnsProcess *proc);
+extern void MxDnsProcessStop(MxDnsProcess *proc);
 
 /* classify.c */
-extern void PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules,
+extern void MxSuffixRulesLoad(MemoryContext cxt, MxSuffixRule **rules,
 							  size_t *nrules);
+extern MxDomainStatus MxDomainNormalizeDb(const char *name, size_t len, char *out);
+
+/* mx_tag.c */
 
 /* Counts of one tagging run */
-typedef struct PwMxTagCounts
+typedef struct MxTagCounts
 {
 	int64		looked_up;
 	int64		tagged;
@@ -138,10 +122,21 @@ typedef struct PwMxTagCounts
 	int64		failed;
 	int64		carriers;
 	double		seconds;
-} PwMxTagCounts;
+} MxTagCounts;
 
-/* mx_tag.c */
-extern void PwMxTagRun(int max_domains, PwMxTagCounts *counts);
-extern bool PwMxTagInstalled(void);
+extern void MxTagRun(int max_domains, MxTagCounts *counts);
+extern bool MxTagInstalled(void);
+
+/* mx_write.c */
+
+/* The prepared batch statements of one tagging run */
+typedef struct MxWritePlans MxWritePlans;
+
+extern uint64 MxWriteCachedLabels(const PwCarriers *carriers);
+extern MxWritePlans *MxWritePlansPrepare(const PwCarriers *carriers,
+										 int recheck_after, int retry_after);
+extern void MxWriteBatch(MxWritePlans *plans, MxDomainJob *jobs, int njobs,
+						 MxTagCounts *counts);
+extern void MxWritePlansFree(MxWritePlans *plans);
 
 #endif							/* PW_MX_H */

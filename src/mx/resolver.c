@@ -6,8 +6,8 @@
  *	  and postmaster death, with c-ares' next timeout as the wait timeout, so
  *	  that cancel, SIGTERM and postmaster death interrupt a batch promptly.
  *
- *	  Callbacks given to PwResolverQuery() should only record answers: new
- *	  queries are issued by the caller between PwResolverStep() calls, which
+ *	  Callbacks given to MxResolverQuery() should only record answers: new
+ *	  queries are issued by the caller between MxResolverStep() calls, which
  *	  bounds the work done inside one ares_process_fd() call by the number of
  *	  queries in flight.
  *
@@ -17,6 +17,8 @@
 
 #include <arpa/nameser.h>
 
+#include <ares.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -25,25 +27,55 @@
 #include "utils/timestamp.h"
 
 #include "mx.h"
-#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 /* Socket receive buffer asked of the kernel (bytes) */
-#define PW_DNS_RCVBUF (4 * 1024 * 1024)
+#define DNS_RCVBUF (4 * 1024 * 1024)
 
-char	   *pw_dns_servers = NULL;
-int			pw_dns_concurrency = 200;
-int			pw_dns_timeout_ms = 500;
-int			pw_dns_tries = 3;
-int			pw_dns_max_qps = 0;
+static char *dns_servers = NULL;
+static int	dns_concurrency = 200;
+static int	dns_timeout_ms = 500;
+static int	dns_tries = 3;
+static int	dns_max_qps = 0;
+
+/* One socket c-ares asked us to watch */
+typedef struct DnsSocket
+{
+	ares_socket_t fd;
+	bool		readable;
+	bool		writable;
+} DnsSocket;
+
+/*
+ * The resolver.  Deleting its memory context (also on error) destroys the
+ * channel and frees the wait set.
+ */
+struct MxResolver
+{
+	MemoryContext cxt;
+	ares_channel channel;
+	bool		have_channel;
+	bool		destroying;		/* callbacks must do nothing */
+	WaitEventSet *wes;
+	bool		wes_dirty;
+	int			nsocks;
+	int			maxsocks;
+	DnsSocket  *socks;
+	int			inflight;
+	int			concurrency;
+	int			max_qps;
+	double		tokens;
+	TimestampTz last_refill;
+	uint64		sent;
+};
 
 /* A query in flight: the caller's callback and the resolver it counts in */
-typedef struct PwDnsQuery
+typedef struct DnsQuery
 {
-	PwResolver *res;
-	PwDnsCallback cb;
+	MxResolver *res;
+	MxDnsCallback cb;
 	void	   *arg;
-} PwDnsQuery;
+} DnsQuery;
 
 /* Checks a dns_servers value: a comma-separated list of host[:port]. */
 static bool
@@ -66,35 +98,35 @@ CheckDnsServers(char **newval, void **extra, GucSource source)
 
 /* Defines the resolver GUCs. */
 void
-ResolverInit(void)
+MxResolverInit(void)
 {
 	DefineCustomStringVariable(PW_GUC_PREFIX ".dns_servers",
 							   "DNS servers for MX tagging (host:port,...); empty means the system resolv.conf.",
-							   NULL, &pw_dns_servers, "",
+							   NULL, &dns_servers, "",
 							   PGC_SUSET, 0, CheckDnsServers, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_concurrency",
 							"Most DNS queries in flight at once.",
-							NULL, &pw_dns_concurrency, 200, 1, 5000,
+							NULL, &dns_concurrency, 200, 1, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_timeout_ms",
 							"Timeout of one DNS query attempt.",
-							NULL, &pw_dns_timeout_ms, 500, 10, 60000,
+							NULL, &dns_timeout_ms, 500, 10, 60000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_tries",
 							"Attempts per DNS query (per server) before giving up.",
-							NULL, &pw_dns_tries, 3, 1, 20,
+							NULL, &dns_tries, 3, 1, 20,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_max_qps",
 							"Most DNS queries sent per second (0: no limit).",
-							NULL, &pw_dns_max_qps, 0, 0, 10000000,
+							NULL, &dns_max_qps, 0, 0, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /* c-ares' socket-state callback: remember which sockets to watch. */
 static void
-SockStateCb(void *data, ares_socket_t fd, int readable, int writable)
+TrackSocketState(void *data, ares_socket_t fd, int readable, int writable)
 {
-	PwResolver *res = (PwResolver *) data;
+	MxResolver *res = (MxResolver *) data;
 	int			i;
 
 	for (i = 0; i < res->nsocks; i++)
@@ -116,12 +148,12 @@ SockStateCb(void *data, ares_socket_t fd, int readable, int writable)
 		{
 			/* only reached outside error paths: repalloc may not fail here */
 			int			newmax = res->maxsocks * 2;
-			PwDnsSocket *n = MemoryContextAllocExtended(res->cxt, sizeof(PwDnsSocket) * newmax,
+			DnsSocket *n = MemoryContextAllocExtended(res->cxt, sizeof(DnsSocket) * newmax,
 														MCXT_ALLOC_NO_OOM);
 
 			if (n == NULL)
 				return;
-			memcpy(n, res->socks, sizeof(PwDnsSocket) * res->nsocks);
+			memcpy(n, res->socks, sizeof(DnsSocket) * res->nsocks);
 			res->socks = n;
 			res->maxsocks = newmax;
 		}
@@ -138,9 +170,9 @@ SockStateCb(void *data, ares_socket_t fd, int readable, int writable)
 
 /* Destroys the channel and frees the wait set; safe to call twice. */
 static void
-ResolverCleanup(void *arg)
+DestroyChannel(void *arg)
 {
-	PwResolver *res = (PwResolver *) arg;
+	MxResolver *res = (MxResolver *) arg;
 
 	res->destroying = true;
 	if (res->have_channel)
@@ -159,17 +191,17 @@ ResolverCleanup(void *arg)
  * Creates a resolver configured from the GUCs, in a new memory context
  * under parent.
  */
-PwResolver *
-PwResolverCreate(MemoryContext parent)
+MxResolver *
+MxResolverCreate(MemoryContext parent)
 {
 	static bool library_ready = false;
 	MemoryContext cxt;
-	PwResolver *res;
+	MxResolver *res;
 	MemoryContextCallback *cb;
 	struct ares_options opts;
 	int			mask;
 	int			rc;
-	bool		servers = pw_dns_servers != NULL && pw_dns_servers[0] != '\0';
+	bool		servers = dns_servers != NULL && dns_servers[0] != '\0';
 
 	if (!library_ready)
 	{
@@ -182,16 +214,16 @@ PwResolverCreate(MemoryContext parent)
 	}
 
 	cxt = AllocSetContextCreate(parent, "pw resolver", ALLOCSET_DEFAULT_SIZES);
-	res = MemoryContextAllocZero(cxt, sizeof(PwResolver));
+	res = MemoryContextAllocZero(cxt, sizeof(MxResolver));
 	res->cxt = cxt;
 	res->maxsocks = 8;
-	res->socks = MemoryContextAllocZero(cxt, sizeof(PwDnsSocket) * res->maxsocks);
-	res->concurrency = pw_dns_concurrency;
-	res->max_qps = pw_dns_max_qps;
+	res->socks = MemoryContextAllocZero(cxt, sizeof(DnsSocket) * res->maxsocks);
+	res->concurrency = dns_concurrency;
+	res->max_qps = dns_max_qps;
 	res->tokens = 1;
 	res->last_refill = GetCurrentTimestamp();
 	cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
-	cb->func = ResolverCleanup;
+	cb->func = DestroyChannel;
 	cb->arg = res;
 	MemoryContextRegisterResetCallback(cxt, cb);
 
@@ -204,11 +236,11 @@ PwResolverCreate(MemoryContext parent)
 	 * later with backoff) instead of being retried at once by c-ares.
 	 */
 	opts.flags = ARES_FLAG_NOCHECKRESP;
-	opts.sock_state_cb = SockStateCb;
+	opts.sock_state_cb = TrackSocketState;
 	opts.sock_state_cb_data = res;
-	opts.timeout = pw_dns_timeout_ms;
-	opts.tries = pw_dns_tries;
-	opts.socket_receive_buffer_size = PW_DNS_RCVBUF;
+	opts.timeout = dns_timeout_ms;
+	opts.tries = dns_tries;
+	opts.socket_receive_buffer_size = DNS_RCVBUF;
 	if (servers)
 	{
 		/* configured servers only: never read the system's resolv.conf */
@@ -223,12 +255,12 @@ PwResolverCreate(MemoryContext parent)
 	res->have_channel = true;
 	if (servers)
 	{
-		rc = ares_set_servers_ports_csv(res->channel, pw_dns_servers);
+		rc = ares_set_servers_ports_csv(res->channel, dns_servers);
 		if (rc != ARES_SUCCESS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid " PW_GUC_PREFIX ".dns_servers \"%s\": %s",
-							pw_dns_servers, ares_strerror(rc)),
+							dns_servers, ares_strerror(rc)),
 					 errhint("Use a comma-separated list of IP:port, e.g. 127.0.0.1:5353.")));
 	}
 	return res;
@@ -236,14 +268,14 @@ PwResolverCreate(MemoryContext parent)
 
 /* Destroys a resolver and its memory. */
 void
-PwResolverDestroy(PwResolver *res)
+MxResolverDestroy(MxResolver *res)
 {
 	MemoryContextDelete(res->cxt);
 }
 
 /* Adds tokens to the rate limiter for the time elapsed. */
 static void
-Refill(PwResolver *res)
+RefillRateTokens(MxResolver *res)
 {
 	TimestampTz now;
 	long		secs;
@@ -261,26 +293,33 @@ Refill(PwResolver *res)
 
 /* Whether another query may be sent now (concurrency and rate limits). */
 bool
-PwResolverCanSend(PwResolver *res)
+MxResolverCanSend(MxResolver *res)
 {
 	if (res->inflight >= res->concurrency)
 		return false;
 	if (res->max_qps > 0)
 	{
 		if (res->tokens < 1)
-			Refill(res);
+			RefillRateTokens(res);
 		if (res->tokens < 1)
 			return false;
 	}
 	return true;
 }
 
+/* Whether no query is in flight. */
+bool
+MxResolverIdle(MxResolver *res)
+{
+	return res->inflight == 0;
+}
+
 /* c-ares' completion callback: forwards to the caller's. */
 static void
-QueryDone(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+ForwardAnswer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
-	PwDnsQuery *q = (PwDnsQuery *) arg;
-	PwResolver *res = q->res;
+	DnsQuery *q = (DnsQuery *) arg;
+	MxResolver *res = q->res;
 
 	if (res->destroying)
 		return;
@@ -290,12 +329,12 @@ QueryDone(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	pfree(q);
 }
 
-/* Sends one query (class IN); cb is called from a later PwResolverStep(). */
+/* Sends one query (class IN); cb is called from a later MxResolverStep(). */
 void
-PwResolverQuery(PwResolver *res, const char *name, int type,
-				PwDnsCallback cb, void *arg)
+MxResolverQuery(MxResolver *res, const char *name, int type,
+				MxDnsCallback cb, void *arg)
 {
-	PwDnsQuery *q = MemoryContextAlloc(res->cxt, sizeof(PwDnsQuery));
+	DnsQuery *q = MemoryContextAlloc(res->cxt, sizeof(DnsQuery));
 
 	q->res = res;
 	q->cb = cb;
@@ -304,12 +343,12 @@ PwResolverQuery(PwResolver *res, const char *name, int type,
 	res->sent++;
 	if (res->max_qps > 0)
 		res->tokens -= 1;
-	ares_query(res->channel, name, ns_c_in, type, QueryDone, q);
+	ares_query(res->channel, name, ns_c_in, type, ForwardAnswer, q);
 }
 
 /* Rebuilds the wait set after c-ares opened or closed sockets. */
 static void
-RebuildWaitSet(PwResolver *res)
+RebuildWaitSet(MxResolver *res)
 {
 	if (res->wes != NULL)
 	{
@@ -339,7 +378,7 @@ RebuildWaitSet(PwResolver *res)
  * c-ares process what happened.  Honours interrupts.
  */
 void
-PwResolverStep(PwResolver *res, bool want_send)
+MxResolverStep(MxResolver *res, bool want_send)
 {
 	struct timeval maxtv = {1, 0};
 	struct timeval tv;
@@ -396,7 +435,7 @@ PwResolverStep(PwResolver *res, bool want_send)
 
 /* A short description of a c-ares status for last_error. */
 const char *
-PwDnsStatusText(int status)
+MxDnsStatusText(int status)
 {
 	switch (status)
 	{

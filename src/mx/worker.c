@@ -30,13 +30,12 @@
 #include "utils/snapmgr.h"
 
 #include "mx.h"
-#include "common/pw_common.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_wake_tagger);
 PG_FUNCTION_INFO_V1(pw_tagger_pid);
 
-PGDLLEXPORT void pw_tagger_main(Datum arg);
+PGDLLEXPORT void MxTaggerMain(Datum arg);
 
 /* Where SQL finds the running tagger */
 typedef struct PwTaggerShared
@@ -86,7 +85,7 @@ TaggerShmemStartup(void)
 
 /* Defines the worker GUCs and, when preloaded, registers the worker. */
 void
-WorkerInit(void)
+MxWorkerInit(void)
 {
 	BackgroundWorker worker;
 
@@ -131,7 +130,7 @@ WorkerInit(void)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 10;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pw_deliverability");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "pw_tagger_main");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "MxTaggerMain");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pw_deliverability mx tagger");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pw_deliverability mx tagger");
 	RegisterBackgroundWorker(&worker);
@@ -153,13 +152,14 @@ TaggerDetach(int code, Datum arg)
 }
 
 /*
- * Runs one batch in its own transaction.  Returns whether it found work
- * (so the caller goes on at once) or not (so it sleeps).
+ * Tags up to worker_batch domains in a transaction of its own.  Returns
+ * whether it found work (so the caller goes on at once) or not (so it
+ * sleeps).
  */
 static bool
-TaggerBatch(void)
+TagInOneTransaction(void)
 {
-	PwMxTagCounts c = {0};
+	MxTagCounts c = {0};
 	bool		installed;
 	char		activity[200];
 
@@ -168,13 +168,13 @@ TaggerBatch(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* first the extension: a DROP EXTENSION under way is waited for */
-	installed = PwLockExtension(true) && PwMxTagInstalled();
+	installed = PwLockExtension(true) && MxTagInstalled();
 	if (installed)
 	{
 		snprintf(activity, sizeof(activity),
 				 "pw mx tagger: tagging up to %d domains", pw_worker_batch);
 		pgstat_report_activity(STATE_RUNNING, activity);
-		PwMxTagRun(pw_worker_batch, &c);
+		MxTagRun(pw_worker_batch, &c);
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -194,7 +194,7 @@ TaggerBatch(void)
 
 /* Entry point of the background MX tagger. */
 void
-pw_tagger_main(Datum arg)
+MxTaggerMain(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -228,7 +228,7 @@ pw_tagger_main(Datum arg)
 
 			PG_TRY();
 			{
-				worked = TaggerBatch();
+				worked = TagInOneTransaction();
 			}
 			PG_CATCH();
 			{

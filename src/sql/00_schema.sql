@@ -1,5 +1,9 @@
 -- pw_deliverability install script (see the Makefile: EXTVERSION).
--- Assembled by the Makefile from src/sql/*.sql, in name order.
+-- Assembled by the Makefile from src/sql/*.sql, in name order.  Every object
+-- is created once, in its final shape; an upgrade from an earlier version is
+-- the change-only script sql-versions/pw_deliverability--OLD--NEW.sql.  A
+-- column added by a later version goes last in its CREATE TABLE, where the
+-- upgrade's ADD COLUMN puts it (test/t/080_upgrade.pl compares positions).
 
 \echo Use "CREATE EXTENSION pw_deliverability" to load this file. \quit
 
@@ -17,31 +21,38 @@ CREATE TABLE pw.verify_results (
                 CHECK (result ~ '^[a-z0-9_]+$'),
     dead        boolean NOT NULL DEFAULT false,
     description text NOT NULL,
-    verifiable  boolean NOT NULL DEFAULT false
+    verifiable  boolean NOT NULL DEFAULT false,
+    seeded      boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.verify_results (result, dead, description) VALUES
-    ('smtp_valid',        false, 'an MX explicitly accepted this mailbox at RCPT TO'),
-    ('send_confirmed',    false, 'a real verification send was delivered and never bounced'),
-    ('catch_all_domain',  false, 'the domain accepts every recipient at SMTP time; may bounce later'),
-    ('mx_unreachable',    true,  'an MX exists but never answered the probe; hard-bounces on a real send'),
-    ('no_mx_records',     true,  'the domain has no mail exchanger'),
-    ('invalid_syntax',    true,  'the address is not syntactically valid'),
-    ('smtp_rejected_550', true,  'the MX rejected this mailbox with 550'),
-    ('hard_bounced',      true,  'a real send hard-bounced; suppressed forever');
-UPDATE pw.verify_results SET verifiable = true WHERE result = 'mx_unreachable';
+-- The shipped defaults of the configuration tables are inserted as seeded
+-- rows (see src/sql/90_seeded.sql).
+INSERT INTO pw.verify_results (result, dead, verifiable, description, seeded)
+SELECT result, dead, verifiable, description, true FROM (VALUES
+    ('smtp_valid',        false, false, 'an MX explicitly accepted this mailbox at RCPT TO'),
+    ('send_confirmed',    false, false, 'a real verification send was delivered and never bounced'),
+    ('catch_all_domain',  false, false, 'the domain accepts every recipient at SMTP time; may bounce later'),
+    ('mx_unreachable',    true,  true,  'an MX exists but never answered the probe; hard-bounces on a real send'),
+    ('no_mx_records',     true,  false, 'the domain has no mail exchanger'),
+    ('invalid_syntax',    true,  false, 'the address is not syntactically valid'),
+    ('smtp_rejected_550', true,  false, 'the MX rejected this mailbox with 550'),
+    ('hard_bounced',      true,  false, 'a real send hard-bounced; suppressed forever')
+) AS s (result, dead, verifiable, description);
 
 -- The classes operators fall in.  Operators not listed in pw.operators are
 -- in the default class.
 CREATE TABLE pw.operator_classes (
     name        text PRIMARY KEY,
-    description text NOT NULL
+    description text NOT NULL,
+    seeded      boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.operator_classes (name, description) VALUES
+INSERT INTO pw.operator_classes (name, description, seeded)
+SELECT name, description, true FROM (VALUES
     ('big',      'large filtering operators: held out during warmup, then ramped in'),
     ('consumer', 'consumer mailbox operators behind custom domains: treated like big'),
-    ('default',  'everything else: the long tail of small and self-hosted systems');
+    ('default',  'everything else: the long tail of small and self-hosted systems')
+) AS s (name, description);
 
 -- Operators (mx_provider labels) with a class other than default.
 CREATE TABLE pw.operators (
@@ -51,10 +62,12 @@ CREATE TABLE pw.operators (
                     AND label <> '__null__'),
     op_class text NOT NULL REFERENCES pw.operator_classes (name)
              ON UPDATE CASCADE,
-    note     text
+    note     text,
+    seeded   boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.operators (label, op_class, note) VALUES
+INSERT INTO pw.operators (label, op_class, note, seeded)
+SELECT label, op_class, note, true FROM (VALUES
     ('google',      'big', 'Google Workspace / Gmail'),
     ('microsoft',   'big', 'Microsoft 365 / Exchange Online / Outlook.com'),
     ('proofpoint',  'big', 'Proofpoint (on-demand and Essentials)'),
@@ -69,7 +82,8 @@ INSERT INTO pw.operators (label, op_class, note) VALUES
     ('mx:centurylink.net',          'consumer', 'CenturyLink consumer mail'),
     ('mx:windstream.net',           'consumer', 'Windstream consumer mail'),
     ('mx:tds.net',                  'consumer', 'TDS Telecom consumer mail'),
-    ('mx:earthlink-vadesecure.net', 'consumer', 'EarthLink (filtered by Vade Secure)');
+    ('mx:earthlink-vadesecure.net', 'consumer', 'EarthLink (filtered by Vade Secure)')
+) AS s (label, op_class, note);
 
 -- The class of an operator label (NULL label: NULL).
 CREATE FUNCTION pw.operator_class(label text) RETURNS text
@@ -93,10 +107,12 @@ CREATE TABLE pw.mx_suffix_rules (
     label  text NOT NULL
            CONSTRAINT mx_suffix_rules_label_format
            CHECK (label ~ '^[a-z0-9][a-z0-9_.-]*$' AND label <> 'none'),
-    note   text
+    note   text,
+    seeded boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.mx_suffix_rules (suffix, label, note) VALUES
+INSERT INTO pw.mx_suffix_rules (suffix, label, note, seeded)
+SELECT suffix, label, note, true FROM (VALUES
     -- Google: aspmx.l.google.com, alt1.aspmx.l.google.com, smtp.google.com,
     -- aspmx2.googlemail.com
     ('google.com',                   'google',     'Workspace MX (aspmx.l.google.com, smtp.google.com)'),
@@ -132,7 +148,8 @@ INSERT INTO pw.mx_suffix_rules (suffix, label, note) VALUES
     ('zoho.com.au',                  'zoho',       'Zoho Mail Australia'),
     ('zohomail.com',                 'zoho',       'Zoho Mail'),
     -- Rackspace: mx1.emailsrvr.com, mx2.emailsrvr.com
-    ('emailsrvr.com',                'rackspace',  'Rackspace Email');
+    ('emailsrvr.com',                'rackspace',  'Rackspace Email')
+) AS s (suffix, label, note);
 
 -- ---------------------------------------------------------------------------
 -- Blocked literal recipient domains and the suppression list
@@ -146,10 +163,12 @@ CREATE TABLE pw.blocked_domains (
     category text NOT NULL
              CONSTRAINT blocked_domains_category_known
              CHECK (category IN ('yahoo_aol', 'apple', 'dead_isp', 'other')),
-    note     text
+    note     text,
+    seeded   boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.blocked_domains (domain, category) VALUES
+INSERT INTO pw.blocked_domains (domain, category, seeded)
+SELECT domain, category, true FROM (VALUES
     ('yahoo.com', 'yahoo_aol'), ('ymail.com', 'yahoo_aol'), ('rocketmail.com', 'yahoo_aol'),
     ('yahoo.co.uk', 'yahoo_aol'), ('yahoo.ca', 'yahoo_aol'), ('aol.com', 'yahoo_aol'),
     ('aim.com', 'yahoo_aol'), ('verizon.net', 'yahoo_aol'), ('att.net', 'yahoo_aol'),
@@ -164,7 +183,8 @@ INSERT INTO pw.blocked_domains (domain, category) VALUES
     ('juno.com', 'dead_isp'), ('netzero.net', 'dead_isp'), ('netzero.com', 'dead_isp'),
     ('charter.net', 'dead_isp'), ('comcast.net', 'dead_isp'), ('cox.net', 'dead_isp'),
     ('roadrunner.com', 'dead_isp'), ('rr.com', 'dead_isp'), ('excite.com', 'dead_isp'),
-    ('peoplepc.com', 'dead_isp'), ('wildblue.net', 'dead_isp'), ('hughes.net', 'dead_isp');
+    ('peoplepc.com', 'dead_isp'), ('wildblue.net', 'dead_isp'), ('hughes.net', 'dead_isp')
+) AS s (domain, category);
 
 -- Addresses never mailed again by any profile.  Emails are stored
 -- normalised (trimmed, lower case), so comparisons are case-insensitive.
@@ -179,7 +199,7 @@ CREATE TABLE pw.suppressions (
 );
 
 -- Normalises an address the way the suppression list stores it.
--- lower(btrim(email)), in C (src/email.c).
+-- lower(btrim(email)), in C (src/common/email.c).
 CREATE FUNCTION pw.normalize_email(email text) RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pw_normalize_email';
@@ -219,10 +239,11 @@ CREATE TABLE pw.carriers_config (
     id_column     name NOT NULL DEFAULT 'id',
     email_column  name NOT NULL DEFAULT 'email',
     result_column name NOT NULL DEFAULT 'email_verify_result',
-    mx_column     name NOT NULL DEFAULT 'mx_provider'
+    mx_column     name NOT NULL DEFAULT 'mx_provider',
+    seeded        boolean NOT NULL DEFAULT false
 );
 
-INSERT INTO pw.carriers_config DEFAULT VALUES;
+INSERT INTO pw.carriers_config (seeded) VALUES (true);
 
 -- ---------------------------------------------------------------------------
 -- Send profiles and the warmup ramp
@@ -250,7 +271,27 @@ CREATE TABLE pw.profiles (
     note              text,
     purpose           text NOT NULL DEFAULT 'campaign'
                       CONSTRAINT profiles_purpose_known
-                      CHECK (purpose IN ('campaign', 'verification'))
+                      CHECK (purpose IN ('campaign', 'verification')),
+    -- The reputation brake (pw.brake_status()): an operator whose bounce
+    -- rate over the last brake_window_days days exceeds brake_bounce_rate is
+    -- paused, one whose deferral rate exceeds brake_deferral_rate is slowed
+    -- to brake_slow_factor of its allowance; below brake_min_sample outcomes
+    -- nothing is judged.
+    brake_enabled       boolean NOT NULL DEFAULT true,
+    brake_window_days   integer NOT NULL DEFAULT 3
+                        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1),
+    brake_min_sample    integer NOT NULL DEFAULT 50
+                        CONSTRAINT profiles_brake_min_sample_positive CHECK (brake_min_sample >= 1),
+    brake_bounce_rate   numeric NOT NULL DEFAULT 0.05
+                        CONSTRAINT profiles_brake_bounce_rate_range
+                        CHECK (brake_bounce_rate >= 0 AND brake_bounce_rate <= 1),
+    brake_deferral_rate numeric NOT NULL DEFAULT 0.20
+                        CONSTRAINT profiles_brake_deferral_rate_range
+                        CHECK (brake_deferral_rate >= 0 AND brake_deferral_rate <= 1),
+    brake_slow_factor   numeric NOT NULL DEFAULT 0.5
+                        CONSTRAINT profiles_brake_slow_factor_range
+                        CHECK (brake_slow_factor >= 0 AND brake_slow_factor <= 1),
+    seeded              boolean NOT NULL DEFAULT false
 );
 
 -- Refuses sendable results that are unknown or dead (a verification profile
@@ -300,9 +341,9 @@ CREATE TRIGGER profiles_check
     BEFORE INSERT OR UPDATE ON pw.profiles
     FOR EACH ROW EXECUTE FUNCTION pw.profiles_check();
 
-INSERT INTO pw.profiles (name, warmup_start, note) VALUES
+INSERT INTO pw.profiles (name, warmup_start, note, seeded) VALUES
     ('default', current_date,
-     'PW trucking campaigns: smtp_valid + send_confirmed, big/consumer held out until day 30');
+     'PW trucking campaigns: smtp_valid + send_confirmed, big/consumer held out until day 30', true);
 
 -- Daily cap per operator class from a warmup day on (the row with the
 -- greatest from_day <= the current warmup day applies).  A default-class
@@ -317,6 +358,7 @@ CREATE TABLE pw.warmup_ramp (
               CONSTRAINT warmup_ramp_from_day_positive CHECK (from_day >= 1),
     daily_cap integer NOT NULL
               CONSTRAINT warmup_ramp_daily_cap_nonnegative CHECK (daily_cap >= 0),
+    seeded    boolean NOT NULL DEFAULT false,
     PRIMARY KEY (profile, op_class, from_day)
 );
 
@@ -335,7 +377,8 @@ CREATE TABLE pw.operator_ramp (
     PRIMARY KEY (profile, operator, from_day)
 );
 
-INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
+INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap, seeded)
+SELECT profile, op_class, from_day, daily_cap, true FROM (VALUES
     ('default', 'default',   1,  40),
     ('default', 'default',   8,  60),
     ('default', 'default',  15,  80),
@@ -349,7 +392,8 @@ INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
     ('default', 'consumer', 38,  15),
     ('default', 'consumer', 45,  30),
     ('default', 'consumer', 52,  60),
-    ('default', 'consumer', 60, 120);
+    ('default', 'consumer', 60, 120)
+) AS s (profile, op_class, from_day, daily_cap);
 
 -- The daily cap of one operator (label) under a profile on a warmup day.
 CREATE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
@@ -379,14 +423,17 @@ BEGIN ATOMIC
     SELECT (current_date - p.warmup_start) + 1 FROM pw.profiles p WHERE p.name = warmup_day.profile;
 END;
 
--- Configuration tables are dumped by pg_dump (rows the user adds or edits).
-SELECT pg_catalog.pg_extension_config_dump('pw.verify_results', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.operator_classes', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.operators', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.mx_suffix_rules', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.blocked_domains', '');
+-- Configuration tables are dumped by pg_dump: the rows the user added or
+-- edited (not the seeded ones, see src/sql/90_seeded.sql).  The shipped
+-- profiles start their warmup on the install day: all profiles are dumped,
+-- so that a restore keeps their warmup_start.
+SELECT pg_catalog.pg_extension_config_dump('pw.verify_results', 'WHERE NOT seeded');
+SELECT pg_catalog.pg_extension_config_dump('pw.operator_classes', 'WHERE NOT seeded');
+SELECT pg_catalog.pg_extension_config_dump('pw.operators', 'WHERE NOT seeded');
+SELECT pg_catalog.pg_extension_config_dump('pw.mx_suffix_rules', 'WHERE NOT seeded');
+SELECT pg_catalog.pg_extension_config_dump('pw.blocked_domains', 'WHERE NOT seeded');
 SELECT pg_catalog.pg_extension_config_dump('pw.suppressions', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.carriers_config', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.carriers_config', 'WHERE NOT seeded');
 SELECT pg_catalog.pg_extension_config_dump('pw.profiles', '');
-SELECT pg_catalog.pg_extension_config_dump('pw.warmup_ramp', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.warmup_ramp', 'WHERE NOT seeded');
 SELECT pg_catalog.pg_extension_config_dump('pw.operator_ramp', '');

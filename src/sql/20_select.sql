@@ -15,11 +15,12 @@ RETURNS TABLE (carrier_id bigint, email text, mx_provider text, bucket text)
 LANGUAGE c VOLATILE ROWS 1000
 AS 'MODULE_PATHNAME', 'pw_select_sendable_carriers';
 
--- The dry run of a selection: one row per bucket with unsent candidates.
+-- The dry run of a selection: one row per bucket with unsent candidates,
+-- with the reputation brake on each bucket (pw.brake_status()).
 CREATE FUNCTION pw.selection_composition(quota integer, profile text DEFAULT 'default',
                                          warmup_day integer DEFAULT NULL)
 RETURNS TABLE (bucket text, operator_class text, available bigint, allowance bigint,
-               selected bigint)
+               selected bigint, brake text, brake_reason text)
 LANGUAGE c STABLE ROWS 100
 AS 'MODULE_PATHNAME', 'pw_selection_composition';
 
@@ -101,14 +102,17 @@ $$;
 -- The burner verification stream: catch-all and mx_unreachable addresses,
 -- proven or disproven by a real send from a disposable domain.  It has its
 -- own sent column, warmup and ramp, so a verification send never marks a
--- campaign send.
+-- campaign send.  The stream exists to find the addresses that bounce: its
+-- bounce rate is the measurement, not a reputation signal, so its brake
+-- still slows down on deferrals but never pauses on bounces.
 INSERT INTO pw.profiles (name, purpose, warmup_start, sent_column, sendable_results,
-                         per_op_run_cap, null_run_cap, note) VALUES
+                         per_op_run_cap, null_run_cap, brake_bounce_rate, note, seeded) VALUES
     ('verify', 'verification', current_date, 'verify_sent_at',
-     '{catch_all_domain,mx_unreachable}', 30, 20,
-     'burner-domain verification sends: catch_all_domain + mx_unreachable');
+     '{catch_all_domain,mx_unreachable}', 30, 20, 1,
+     'burner-domain verification sends: catch_all_domain + mx_unreachable', true);
 
-INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
+INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap, seeded)
+SELECT profile, op_class, from_day, daily_cap, true FROM (VALUES
     ('verify', 'default',   1,  20),
     ('verify', 'default',   8,  40),
     ('verify', 'default',  15,  60),
@@ -120,4 +124,5 @@ INSERT INTO pw.warmup_ramp (profile, op_class, from_day, daily_cap) VALUES
     ('verify', 'consumer', 31,   5),
     ('verify', 'consumer', 38,  10),
     ('verify', 'consumer', 45,  20),
-    ('verify', 'consumer', 52,  40);
+    ('verify', 'consumer', 52,  40)
+) AS s (profile, op_class, from_day, daily_cap);

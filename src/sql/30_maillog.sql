@@ -73,24 +73,30 @@ CREATE TABLE pw.deliveries (
     confirmed_at     timestamptz
 ) WITH (fillfactor = 50);
 
--- Outcomes per day (of the log time, in the ingesting session's time zone)
--- and operator (the carrier's mx_provider when ingested; '(untagged)' for
--- carriers without one, '(not a carrier)' for other addresses).
+-- Outcomes per day (of the log time, in the ingesting session's time zone),
+-- operator (the carrier's mx_provider when ingested; '(untagged)' for
+-- carriers without one, '(not a carrier)' for other addresses) and profile
+-- of the log they came from ('' for a log not mapped to a profile in
+-- pw.maillogs).
 CREATE TABLE pw.maillog_daily (
     day         date NOT NULL,
     mx_provider text NOT NULL,
     sent        bigint NOT NULL DEFAULT 0,
     deferred    bigint NOT NULL DEFAULT 0,
     bounced     bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, mx_provider)
+    profile     text NOT NULL DEFAULT '',
+    PRIMARY KEY (day, mx_provider, profile)
 );
 
--- Per-operator outcomes with rates: watch each operator's reject rate.
+-- Per-operator outcomes with rates, over all logs: watch each operator's
+-- reject rate.
 CREATE VIEW pw.operator_outcomes AS
 SELECT day, mx_provider, sent, deferred, bounced,
        round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
        round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
-  FROM pw.maillog_daily;
+  FROM (SELECT d.day, d.mx_provider, sum(d.sent)::bigint AS sent,
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced
+          FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
 
 -- Reads a mail log from where the last call on it stopped (following
 -- rotation to path.1), records deliveries, deferrals and bounces, writes

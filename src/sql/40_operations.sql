@@ -1,7 +1,6 @@
 -- ---------------------------------------------------------------------------
 -- Operations: mail logs per profile, the reputation brake, reporting and
--- pg_cron schedules.  Written as ALTERs and new objects so that this
--- fragment can double as upgrade content.
+-- pg_cron schedules.
 -- ---------------------------------------------------------------------------
 
 -- The mail logs the extension ingests, each mapped to the send profile whose
@@ -25,43 +24,9 @@ RETURN coalesce((SELECT m.profile FROM pw.maillogs m
                   WHERE m.path IN (maillog_profile.path, maillog_profile.canonical_path)
                   ORDER BY m.path = maillog_profile.path DESC LIMIT 1), '');
 
--- Outcomes are kept per profile of the log they came from ('' for a log not
--- mapped to a profile in pw.maillogs).
-ALTER TABLE pw.maillog_daily ADD COLUMN profile text NOT NULL DEFAULT '';
-ALTER TABLE pw.maillog_daily DROP CONSTRAINT maillog_daily_pkey;
-ALTER TABLE pw.maillog_daily ADD PRIMARY KEY (day, mx_provider, profile);
-
--- Per-operator outcomes with rates, over all logs as before.
-DROP VIEW pw.operator_outcomes;
-CREATE VIEW pw.operator_outcomes AS
-SELECT day, mx_provider, sent, deferred, bounced,
-       round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
-       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
-  FROM (SELECT d.day, d.mx_provider, sum(d.sent)::bigint AS sent,
-               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced
-          FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
-
 -- ---------------------------------------------------------------------------
--- Reputation brake
+-- Reputation brake (its settings are columns of pw.profiles)
 -- ---------------------------------------------------------------------------
-
-ALTER TABLE pw.profiles
-    ADD COLUMN brake_enabled boolean NOT NULL DEFAULT true,
-    ADD COLUMN brake_window_days integer NOT NULL DEFAULT 3
-        CONSTRAINT profiles_brake_window_days_positive CHECK (brake_window_days >= 1),
-    ADD COLUMN brake_min_sample integer NOT NULL DEFAULT 50
-        CONSTRAINT profiles_brake_min_sample_positive CHECK (brake_min_sample >= 1),
-    ADD COLUMN brake_bounce_rate numeric NOT NULL DEFAULT 0.05
-        CONSTRAINT profiles_brake_bounce_rate_range CHECK (brake_bounce_rate >= 0 AND brake_bounce_rate <= 1),
-    ADD COLUMN brake_deferral_rate numeric NOT NULL DEFAULT 0.20
-        CONSTRAINT profiles_brake_deferral_rate_range CHECK (brake_deferral_rate >= 0 AND brake_deferral_rate <= 1),
-    ADD COLUMN brake_slow_factor numeric NOT NULL DEFAULT 0.5
-        CONSTRAINT profiles_brake_slow_factor_range CHECK (brake_slow_factor >= 0 AND brake_slow_factor <= 1);
-
--- The verification stream exists to find the addresses that bounce: its
--- bounce rate is the measurement, not a reputation signal.  It still slows
--- down on deferrals, and never pauses on bounces.
-UPDATE pw.profiles SET brake_bounce_rate = 1 WHERE name = 'verify';
 
 -- Every operator's outcomes in a profile's brake window (the last
 -- brake_window_days days, today included), from the logs mapped to the
@@ -79,7 +44,14 @@ RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounc
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     WITH p AS (
-        SELECT * FROM pw.profiles p WHERE p.name = brake_status.profile
+        -- the columns listed, not *: a column added to pw.profiles later
+        -- would otherwise be in a fresh install's function only
+        SELECT p.name, p.warmup_start, p.exclude_until_day, p.skip_big_mx,
+               p.include_catch_all, p.per_op_run_cap, p.null_run_cap, p.default_daily_cap,
+               p.sent_column, p.sendable_results, p.note, p.purpose, p.brake_enabled,
+               p.brake_window_days, p.brake_min_sample, p.brake_bounce_rate,
+               p.brake_deferral_rate, p.brake_slow_factor
+          FROM pw.profiles p WHERE p.name = brake_status.profile
     ), o AS (
         SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,
                sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
@@ -126,15 +98,6 @@ SELECT p.name AS profile, b.operator, b.op_class, b.sample, b.bounce_rate, b.def
   FROM pw.profiles p
  CROSS JOIN LATERAL pw.brake_status(p.name) b
  WHERE b.action IS NOT NULL;
-
--- The dry run of a selection now also shows the brake on each bucket.
-DROP FUNCTION pw.selection_composition(integer, text, integer);
-CREATE FUNCTION pw.selection_composition(quota integer, profile text DEFAULT 'default',
-                                         warmup_day integer DEFAULT NULL)
-RETURNS TABLE (bucket text, operator_class text, available bigint, allowance bigint,
-               selected bigint, brake text, brake_reason text)
-LANGUAGE c STABLE ROWS 100
-AS 'MODULE_PATHNAME', 'pw_selection_composition';
 
 -- ---------------------------------------------------------------------------
 -- Reporting

@@ -56,29 +56,38 @@ BEGIN
 END
 $$;
 
--- Marks the rows seeded so far, and dumps only the user's rows.
-CREATE FUNCTION pw.config_mark_seeded(tbl regclass, dump_all boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
-$$
-BEGIN
-    EXECUTE format('ALTER TABLE %s ADD COLUMN seeded boolean NOT NULL DEFAULT true', tbl);
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN seeded SET DEFAULT false', tbl);
-    EXECUTE format('CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON %s'
-                   ' FOR EACH ROW EXECUTE FUNCTION pw.config_row_update()', tbl);
-    EXECUTE format('CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON %s'
-                   ' FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert()', tbl);
-    PERFORM pg_catalog.pg_extension_config_dump(tbl, CASE WHEN dump_all THEN '' ELSE 'WHERE NOT seeded' END);
-END
-$$;
-
-SELECT pw.config_mark_seeded('pw.verify_results');
-SELECT pw.config_mark_seeded('pw.operator_classes');
-SELECT pw.config_mark_seeded('pw.operators');
-SELECT pw.config_mark_seeded('pw.mx_suffix_rules');
-SELECT pw.config_mark_seeded('pw.blocked_domains');
-SELECT pw.config_mark_seeded('pw.carriers_config');
--- The shipped profiles start their warmup on the install day: all profiles
--- are dumped, so that a restore keeps their warmup_start.
-SELECT pw.config_mark_seeded('pw.profiles', dump_all => true);
-SELECT pw.config_mark_seeded('pw.warmup_ramp');
-DROP FUNCTION pw.config_mark_seeded(regclass, boolean);
+-- The seeded configuration tables: each has the seeded column (its shipped
+-- rows inserted with seeded = true) and is dumped WHERE NOT seeded, except
+-- pw.profiles, dumped whole (src/sql/00_schema.sql).
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.verify_results
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.verify_results
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.operator_classes
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.operator_classes
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.operators
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.operators
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.mx_suffix_rules
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.mx_suffix_rules
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.blocked_domains
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.blocked_domains
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.carriers_config
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.carriers_config
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.profiles
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.profiles
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.warmup_ramp
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.warmup_ramp
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();

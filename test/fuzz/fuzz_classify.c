@@ -3,7 +3,7 @@
  * fuzz_classify.c
  *	  libFuzzer harness for MX host classification (src/classify_core.c):
  *	  suffix rules (sort + binary search), the Public Suffix List path
- *	  through libpsl, and PwClassifyExchanges() as the tagger calls it.
+ *	  through libpsl, and MxClassifyExchanges() as the tagger calls it.
  *
  * Input format (newline-separated):
  *	  @suffix label		zero or more leading lines: suffix rules, as a user
@@ -69,7 +69,7 @@ SuffixOf(const char *suffix, const char *host)
 
 /* Whether the classifier's label is one a brute-force search accepts. */
 static int
-ReferenceAccepts(const PwSuffixRule *rules, size_t n, const char *host,
+ReferenceAccepts(const MxSuffixRule *rules, size_t n, const char *host,
 				 const char *got)
 {
 	size_t		best = 0;
@@ -83,7 +83,7 @@ ReferenceAccepts(const PwSuffixRule *rules, size_t n, const char *host,
 		/* any rule with the longest matching suffix may have been chosen */
 		for (size_t i = 0; i < n; i++)
 			if (strlen(rules[i].suffix) == best && SuffixOf(rules[i].suffix, host) &&
-				strncmp(rules[i].label, got, PW_NAME_BUF - 1) == 0)
+				strncmp(rules[i].label, got, MX_NAME_BUF - 1) == 0)
 				found = 1;
 		return found;
 	}
@@ -98,7 +98,7 @@ int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	PwSuffixRule rules[MAX_RULES];
+	MxSuffixRule rules[MAX_RULES];
 	char	   *owned[MAX_RULES * 2];
 	const char *hosts[MAX_HOSTS];
 	size_t		lens[MAX_HOSTS];
@@ -108,7 +108,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t		nhosts = 0;
 	size_t		pos = 0;
 	int			in_rules = 1;
-	char		out[PW_NAME_BUF];
+	char		out[MX_NAME_BUF];
 	int			ret;
 
 	while (pos < size)
@@ -149,18 +149,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		nhosts++;
 	}
 
-	PwSuffixRulesSort(rules, nrules);
+	MxSuffixRulesSort(rules, nrules);
 	for (size_t i = 1; i < nrules; i++)
 		Check(strcmp(rules[i - 1].suffix, rules[i].suffix) <= 0, "rules sorted");
 
 	memset(out, 'X', sizeof(out));
-	ret = PwClassifyExchanges(rules, nrules, hosts, lens, nhosts, out);
+	ret = MxClassifyExchanges(rules, nrules, hosts, lens, nhosts, out);
 	Check(memchr(out, '\0', sizeof(out)) != NULL, "unterminated label");
 	if (ret == 0)
 		Check(out[0] == '\0', "label left when unclassified");
 	else
 	{
-		char		norm[PW_NAME_BUF];
+		char		norm[MX_NAME_BUF];
 		size_t		i;
 
 		Check(ret == 1, "return value");
@@ -168,7 +168,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		Check(!(lens[0] == 1 && hosts[0][0] == '.'), "null MX classified");
 		/* the first valid exchange decides */
 		for (i = 0; i < nhosts; i++)
-			if (PwDomainNormalize(hosts[i], lens[i], norm) == PW_DOMAIN_OK)
+			if (MxDomainNormalize(hosts[i], lens[i], norm) == MX_DOMAIN_OK)
 				break;
 		Check(i < nhosts, "classified without a valid exchange");
 		Check(ReferenceAccepts(rules, nrules, norm, out), "label differs from reference");
@@ -177,12 +177,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* the PSL path on every valid exchange */
 	for (size_t i = 0; i < nhosts; i++)
 	{
-		char		norm[PW_NAME_BUF];
+		char		norm[MX_NAME_BUF];
 		const char *reg;
 
-		if (PwDomainNormalize(hosts[i], lens[i], norm) != PW_DOMAIN_OK)
+		if (MxDomainNormalize(hosts[i], lens[i], norm) != MX_DOMAIN_OK)
 			continue;
-		reg = PwRegistrableDomain(norm);
+		reg = MxRegistrableDomain(norm);
 		if (reg != NULL)
 		{
 			Check(reg >= norm && reg < norm + strlen(norm), "registrable domain outside host");

@@ -2,14 +2,17 @@
  *
  * fuzz_domain.c
  *	  libFuzzer harness for the domain-name validator and normaliser
- *	  (PwDomainNormalize in src/classify_core.c: LDH rules, UTF-8
- *	  decoding, Unicode lower-casing through libpsl, punycode encoding).
+ *	  (MxDomainNormalize in src/mx/classify_core.c: LDH rules, and for
+ *	  names with non-ASCII characters IDNA2008 with the UTS #46 mapping
+ *	  through libidn2).
  *
- * Checks, besides memory safety: a refused name leaves an empty output; an
- * accepted one is a well-formed LDH name of at most 253 octets whose labels
- * are 1..63 octets without edge hyphens, with at least two labels and a
- * non-numeric top label; and normalising the output again gives the same
- * output (the normal form is a fixed point).
+ * Checks, besides memory safety and leaks: a refused name leaves an empty
+ * output; an accepted one is a well-formed LDH name of at most 253 octets
+ * whose labels are 1..63 octets without edge hyphens, with at least two
+ * labels and a non-numeric top label; normalising the output again gives
+ * the same output (the normal form is a fixed point); and upper-casing the
+ * input's ASCII letters changes nothing (the mapping folds case before any
+ * rule looks at the name).
  *
  *-------------------------------------------------------------------------
  */
@@ -41,7 +44,7 @@ CheckShape(const char *out)
 	int			labels = 0;
 	int			all_digits = 1;
 
-	Check(len >= 3 && len <= PW_DOMAIN_MAX, "length", out);
+	Check(len >= 3 && len <= MX_DOMAIN_MAX, "length", out);
 	for (size_t i = 0; i <= len; i++)
 	{
 		char		c = out[i];
@@ -74,35 +77,41 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	   *in = malloc(size ? size : 1);
-	char		out[PW_NAME_BUF];
-	char		again[PW_NAME_BUF];
-	PwDomainStatus st;
+	char		out[MX_NAME_BUF];
+	char		again[MX_NAME_BUF];
+	MxDomainStatus st;
 	const char *text;
 
 	if (in == NULL)
 		return 0;
 	memcpy(in, data, size);
 	memset(out, 'X', sizeof(out));
-	st = PwDomainNormalize(in, size, out);
-	text = PwDomainStatusText(st);
+	st = MxDomainNormalize(in, size, out);
+	text = MxDomainStatusText(st);
 	Check(text != NULL && strcmp(text, "unknown") != 0, "status text", "");
 	Check(memchr(out, '\0', sizeof(out)) != NULL, "unterminated output", "");
-	if (st != PW_DOMAIN_OK)
+	/* the same name with its ASCII letters in upper case */
+	for (size_t i = 0; i < size; i++)
+		if (in[i] >= 'a' && in[i] <= 'z')
+			in[i] = (char) (in[i] - 'a' + 'A');
+	Check(MxDomainNormalize(in, size, again) == st && strcmp(out, again) == 0,
+		  "case changes the result", out);
+	if (st != MX_DOMAIN_OK)
 		Check(out[0] == '\0', "output left on failure", out);
 	else
 	{
 		CheckShape(out);
-		Check(PwDomainNormalize(out, strlen(out), again) == PW_DOMAIN_OK,
+		Check(MxDomainNormalize(out, strlen(out), again) == MX_DOMAIN_OK,
 			  "normal form refused", out);
 		Check(strcmp(out, again) == 0, "normal form not a fixed point", out);
 		/* a trailing dot is the same name */
 		{
-			char		dotted[PW_NAME_BUF + 1];
+			char		dotted[MX_NAME_BUF + 1];
 			size_t		n = strlen(out);
 
 			memcpy(dotted, out, n);
 			dotted[n] = '.';
-			Check(PwDomainNormalize(dotted, n + 1, again) == PW_DOMAIN_OK &&
+			Check(MxDomainNormalize(dotted, n + 1, again) == MX_DOMAIN_OK &&
 				  strcmp(out, again) == 0, "trailing dot", out);
 		}
 	}

@@ -147,11 +147,16 @@ is($node->safe_psql('postgres', q{
      WHERE p.pronamespace = 'pw'::regnamespace AND l.lanname NOT IN ('c', 'sql', 'plpgsql')}), '0',
 	'no function in another language');
 
-# --- the install script: every object and reference schema-qualified -----------
-my $script_path = pw_srcdir() . '/pw_deliverability--0.2.sql';
-my $script = slurp_file($script_path);
-# comments out; dollar-quoted bodies kept (their table references count too)
+# --- the install and upgrade scripts: every object and reference schema-qualified
+# (the install script of the default version, as the Makefile assembled it)
+my $version = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'});
+my $script = join "\n", map { slurp_file($_) } pw_srcdir() . "/pw_deliverability--$version.sql",
+  sort glob(pw_srcdir() . '/sql-versions/pw_deliverability--*--*.sql');
+# comments and the \echo guards out; dollar-quoted bodies kept (their table
+# references count too)
 $script =~ s/--[^\n]*//g;
+$script =~ s/^\\echo[^\n]*//mg;
 my @unqualified;
 while ($script =~ /\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:UNIQUE\s+)?(TABLE|FUNCTION|PROCEDURE|VIEW|MATERIALIZED\s+VIEW|TYPE|DOMAIN|SEQUENCE|AGGREGATE|OPERATOR|SCHEMA)\s+(?:IF\s+NOT\s+EXISTS\s+)?("?[\w.]+"?)/gi)
 {
@@ -186,7 +191,7 @@ while ($script =~ /\b(FROM|JOIN)\s+(?!\()([\w.]+)(\s*\()?/gi)
 	next if $ctes{$name} || $name =~ /^(LATERAL|ONLY|UNNEST|PUBLIC)$/i;
 	push @unqualified, "$what $name";
 }
-is(join("\n", @unqualified), '', 'the install script names every object schema-qualified');
+is(join("\n", @unqualified), '', 'the install and upgrade scripts name every object schema-qualified');
 
 # --- a hostile search_path ----------------------------------------------------
 # Functions and operators named like the built-ins and the extension's

@@ -1,7 +1,9 @@
 # Upgrades and dump/restore: CREATE EXTENSION ... VERSION '0.1' with data,
 # ALTER EXTENSION UPDATE to 0.2 keeps the data and gives the 0.2 behaviour and
-# catalog; pg_dump -Fc / pg_restore round-trips the configuration tables,
-# including user edits of shipped defaults.
+# the catalog of a fresh 0.2; the update to the current version gives the
+# catalog of a fresh install, from 0.1 and from a fresh 0.2 (whose rows are
+# then those of a fresh install too); pg_dump -Fc / pg_restore round-trips
+# the configuration tables, including user edits of shipped defaults.
 use strict;
 use warnings;
 use Cwd qw(realpath);
@@ -52,106 +54,8 @@ UNION ALL SELECT 'm ' || concat_ws('|', path, "offset", lines) FROM pw.maillog_f
 UNION ALL SELECT 'f ' || md5(string_agg(concat_ws('|', id, email, email_verify_result, mx_provider,
                                                   listmonk_sent_at), ',' ORDER BY id)) FROM public.fmcsa_carriers) s(x)};
 
-# --- 0.1 with data ------------------------------------------------------------
-$node->safe_psql('postgres', 'CREATE DATABASE up');
-$node->safe_psql('up', q{CREATE EXTENSION pw_deliverability VERSION '0.1'});
-is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
-	'0.1', 'installed as 0.1');
-pw_load_generator($node, 'up');
-$node->safe_psql('up', q{
-    SELECT pw_generate_carriers(3000, seed => 5);
-    UPDATE pw.profiles SET warmup_start = '2024-01-01', per_op_run_cap = 70 WHERE name = 'default';
-    INSERT INTO pw.profiles (name, warmup_start, note) VALUES ('mine', '2024-02-01', 'a user profile');
-    INSERT INTO pw.warmup_ramp VALUES ('mine', 'default', 1, 33);
-    UPDATE pw.warmup_ramp SET daily_cap = 41 WHERE profile = 'default' AND op_class = 'default' AND from_day = 1;
-    INSERT INTO pw.operators (label, op_class, note) VALUES ('acme', 'big', 'user operator');
-    INSERT INTO pw.operator_ramp VALUES ('default', 'acme', 1, 3);
-    INSERT INTO pw.blocked_domains (domain, category) VALUES ('blocked.example', 'other');
-    SELECT pw.suppress('Opted.Out@Example.com', 'opt-out');
-});
-
-# The state a 0.1 ingest left: the first line of mail.log applied (the 0.2
-# library cannot ingest under the 0.1 schema, which lacks maillog_files.tail).
-my $log = "$logs/mail.log";
-my $first = line('AAAAA00001', 'first@a.example', '2.0.0', 'sent');
-append($log, $first);
-my @st = stat($log);
-$node->safe_psql('up', qq{
-    INSERT INTO pw.maillog_files (path, dev, inode, "offset", lines, events)
-    VALUES ('$log', $st[0], $st[1], ${\ length($first)}, 1, 1);
-    INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count)
-    VALUES ('first\@a.example', '2024-03-01 10:00+00', '2024-03-01 10:00+00', 1);
-});
-my $before = $node->safe_psql('up', $config_sql);
-
-# --- the 0.1 seeds collided with their own dump on restore ----------------
-my $dump01 = "$base/up01.dump";
-$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump01, '-d', $node->connstr('up') ], 'pg_dump of a 0.1 database');
-$node->safe_psql('postgres', 'CREATE DATABASE old01');
-$node->safe_psql('old01', q{CREATE EXTENSION pw_deliverability VERSION '0.1'});
-my ($out, $err) = run_command([ 'pg_restore', '-d', $node->connstr('old01'), $dump01 ]);
-like($err, qr/duplicate key value violates unique constraint "profiles_pkey"/,
-	'0.1: restoring a dump collides with the seeded defaults');
-
-# A 0.1 dump restores cleanly into 0.2: the dumped rows replace the seeds.
-$node->safe_psql('postgres', 'CREATE DATABASE new01');
-$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('new01'), $dump01 ],
-	'a 0.1 dump restores into 0.2');
-is($node->safe_psql('new01', $config_sql), $before, '... with every configuration row');
-
-# --- ALTER EXTENSION UPDATE -----------------------------------------------------
-$node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE TO '0.2'});
-is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
-	'0.2', 'updated to 0.2');
-is($node->safe_psql('up', $config_sql), $before, 'the update keeps every row');
-is($node->safe_psql('up', q{
-    SELECT string_agg(format('%s:%s', x, seeded), ',' ORDER BY x) FROM (
-              SELECT 'p.' || name, seeded FROM pw.profiles WHERE name IN ('default', 'mine')
-    UNION ALL SELECT 'o.' || label, seeded FROM pw.operators WHERE label IN ('acme', 'google')
-    UNION ALL SELECT 'w.' || profile || from_day, seeded FROM pw.warmup_ramp
-     WHERE op_class = 'default' AND from_day IN (1, 8) AND profile = 'default'
-    UNION ALL SELECT 'c', seeded FROM pw.carriers_config) s(x, seeded)}),
-	'c:t,o.acme:f,o.google:t,p.default:f,p.mine:f,w.default1:f,w.default8:t',
-	'rows edited or added under 0.1 are the user\'s, untouched defaults stay seeded');
-
-# Behaviour of 0.2 on the updated install.
-my $comp = $node->safe_psql('up', q{
-    SELECT count(*) > 0, bool_and(brake IS NULL OR brake <> '') FROM pw.selection_composition(200, 'default', 60)});
-is($comp, 't|t', 'selection_composition has the brake columns');
-ok($node->safe_psql('up', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'default', 60)}) > 0,
-	'selection works');
-is($node->safe_psql('up', q{
-    SELECT to_regprocedure('pw.schedule_jobs(text,text,text,integer)') IS NOT NULL,
-           to_regprocedure('pw.unschedule_jobs()') IS NOT NULL,
-           to_regprocedure('pw.report(text)') IS NOT NULL,
-           to_regclass('pw.braked_operators') IS NOT NULL}), 't|t|t|t',
-	'schedule, report and brake objects exist');
-$node->safe_psql('up', 'CREATE ROLE nobody_in_particular');
-is($node->safe_psql('up', q{
-    SELECT has_function_privilege('nobody_in_particular', 'pw.wake_tagger()', 'EXECUTE'),
-           has_function_privilege('nobody_in_particular', 'pw.schedule_jobs(text,text,text,integer)', 'EXECUTE'),
-           has_function_privilege('nobody_in_particular', 'pw.ingest_maillog(text)', 'EXECUTE'),
-           (SELECT proconfig FROM pg_proc WHERE oid = 'pw.create_tagging_index()'::regprocedure)}),
-	'f|f|f|{"search_path=pg_catalog, pg_temp"}', 'privileges and search_path hold after the update');
-
-# The ingest continues from the offset stored under 0.1.
-append($log, line('AAAAA00002', 'second@a.example', '5.1.1', 'bounced'));
-$node->safe_psql('up', q{SELECT * FROM pw.ingest_maillog('mail.log')});
-is($node->safe_psql('up', q{
-    SELECT string_agg(concat_ws(':', email, sent_count, bounce_count), ',' ORDER BY email) FROM pw.deliveries}),
-	'first@a.example:1:0,second@a.example:0:1', 'ingest resumes after the 0.1 offset');
-is($node->safe_psql('up', qq{SELECT "offset" = ${\ -s $log} AND tail IS NOT NULL FROM pw.maillog_files}),
-	't', 'offset and tail advanced');
-
-# --- ALTER EXTENSION UPDATE to the current version ------------------------------
-$node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE});
-is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
-	$node->safe_psql('up', q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'}),
-	'updated to the default version');
-
-# --- catalog of an updated install == a fresh install of the current version ----
-$node->safe_psql('postgres', 'CREATE DATABASE fresh');
-$node->safe_psql('fresh', 'CREATE EXTENSION pw_deliverability');
+# The extension's catalog, one line an object, to compare installs reached by
+# different paths.
 my $catalog_sql = q{
 SELECT x FROM (
 SELECT 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '-') || E'\n'
@@ -192,10 +96,148 @@ SELECT format('dump %s %s', c.relname, e.extcondition[i])
   JOIN pg_class c ON true
  WHERE e.extname = 'pw_deliverability' AND c.oid = e.extconfig[i]
 ) s(x) ORDER BY x};
-my @updated = split /\n/, $node->safe_psql('up', $catalog_sql);
-my @fresh = split /\n/, $node->safe_psql('fresh', $catalog_sql);
-ok(@fresh > 300, 'catalog listing is substantial (' . scalar(@fresh) . ' lines)');
-is_deeply(\@updated, \@fresh, 'an install updated from 0.1 has the catalog of a fresh install');
+
+# The catalog of database $db equals the catalog of database $ref.
+sub same_catalog
+{
+	my ($db, $ref, $name) = @_;
+	my @got = split /\n/, $node->safe_psql($db, $catalog_sql);
+	my @want = split /\n/, $node->safe_psql($ref, $catalog_sql);
+	ok(@want > 300, "catalog listing of $ref is substantial (" . scalar(@want) . ' lines)');
+	is_deeply(\@got, \@want, $name);
+}
+
+# --- 0.1 with data ------------------------------------------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE up');
+$node->safe_psql('up', q{CREATE EXTENSION pw_deliverability VERSION '0.1'});
+is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
+	'0.1', 'installed as 0.1');
+pw_load_generator($node, 'up');
+$node->safe_psql('up', q{
+    SELECT pw_generate_carriers(3000, seed => 5);
+    UPDATE pw.profiles SET warmup_start = '2024-01-01', per_op_run_cap = 70 WHERE name = 'default';
+    INSERT INTO pw.profiles (name, warmup_start, note) VALUES ('mine', '2024-02-01', 'a user profile');
+    INSERT INTO pw.warmup_ramp VALUES ('mine', 'default', 1, 33);
+    UPDATE pw.warmup_ramp SET daily_cap = 41 WHERE profile = 'default' AND op_class = 'default' AND from_day = 1;
+    INSERT INTO pw.operators (label, op_class, note) VALUES ('acme', 'big', 'user operator');
+    INSERT INTO pw.operator_ramp VALUES ('default', 'acme', 1, 3);
+    INSERT INTO pw.blocked_domains (domain, category) VALUES ('blocked.example', 'other');
+    SELECT pw.suppress('Opted.Out@Example.com', 'opt-out');
+    -- an untouched verify profile of a 0.1 installed on an earlier day
+    UPDATE pw.profiles SET warmup_start = current_date - 10 WHERE name = 'verify';
+});
+
+# The state a 0.1 ingest left: the first line of mail.log applied (the 0.2
+# library cannot ingest under the 0.1 schema, which lacks maillog_files.tail).
+my $log = "$logs/mail.log";
+my $first = line('AAAAA00001', 'first@a.example', '2.0.0', 'sent');
+append($log, $first);
+my @st = stat($log);
+$node->safe_psql('up', qq{
+    INSERT INTO pw.maillog_files (path, dev, inode, "offset", lines, events)
+    VALUES ('$log', $st[0], $st[1], ${\ length($first)}, 1, 1);
+    INSERT INTO pw.deliveries (email, first_sent_at, last_sent_at, sent_count)
+    VALUES ('first\@a.example', '2024-03-01 10:00+00', '2024-03-01 10:00+00', 1);
+});
+my $before = $node->safe_psql('up', $config_sql);
+
+# --- the 0.1 seeds collided with their own dump on restore ----------------
+my $dump01 = "$base/up01.dump";
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump01, '-d', $node->connstr('up') ], 'pg_dump of a 0.1 database');
+$node->safe_psql('postgres', 'CREATE DATABASE old01');
+$node->safe_psql('old01', q{CREATE EXTENSION pw_deliverability VERSION '0.1'});
+my ($out, $err) = run_command([ 'pg_restore', '-d', $node->connstr('old01'), $dump01 ]);
+like($err, qr/duplicate key value violates unique constraint "profiles_pkey"/,
+	'0.1: restoring a dump collides with the seeded defaults');
+
+# A 0.1 dump restores cleanly into 0.2: the dumped rows replace the seeds.
+$node->safe_psql('postgres', 'CREATE DATABASE new01');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('new01'), $dump01 ],
+	'a 0.1 dump restores into 0.2');
+is($node->safe_psql('new01', $config_sql), $before, '... with every configuration row');
+
+# --- ALTER EXTENSION UPDATE -----------------------------------------------------
+$node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE TO '0.2'});
+is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
+	'0.2', 'updated to 0.2');
+is($node->safe_psql('up', $config_sql), $before, 'the update keeps every row');
+
+# The frozen 0.1--0.2 script gives the catalog of the frozen 0.2 script.
+$node->safe_psql('postgres', 'CREATE DATABASE fresh02');
+$node->safe_psql('fresh02', q{CREATE EXTENSION pw_deliverability VERSION '0.2'});
+same_catalog('up', 'fresh02', 'an install updated from 0.1 to 0.2 has the catalog of a fresh 0.2 install');
+is($node->safe_psql('up', q{
+    SELECT string_agg(format('%s:%s', x, seeded), ',' ORDER BY x) FROM (
+              SELECT 'p.' || name, seeded FROM pw.profiles WHERE name IN ('default', 'mine', 'verify')
+    UNION ALL SELECT 'o.' || label, seeded FROM pw.operators WHERE label IN ('acme', 'google')
+    UNION ALL SELECT 'w.' || profile || from_day, seeded FROM pw.warmup_ramp
+     WHERE op_class = 'default' AND from_day IN (1, 8) AND profile = 'default'
+    UNION ALL SELECT 'c', seeded FROM pw.carriers_config) s(x, seeded)}),
+	'c:t,o.acme:f,o.google:t,p.default:f,p.mine:f,p.verify:t,w.default1:f,w.default8:t',
+	'rows edited or added under 0.1 are the user\'s, untouched defaults stay seeded');
+
+# Behaviour of 0.2 on the updated install.
+my $comp = $node->safe_psql('up', q{
+    SELECT count(*) > 0, bool_and(brake IS NULL OR brake <> '') FROM pw.selection_composition(200, 'default', 60)});
+is($comp, 't|t', 'selection_composition has the brake columns');
+ok($node->safe_psql('up', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'default', 60)}) > 0,
+	'selection works');
+is($node->safe_psql('up', q{
+    SELECT to_regprocedure('pw.schedule_jobs(text,text,text,integer)') IS NOT NULL,
+           to_regprocedure('pw.unschedule_jobs()') IS NOT NULL,
+           to_regprocedure('pw.report(text)') IS NOT NULL,
+           to_regclass('pw.braked_operators') IS NOT NULL}), 't|t|t|t',
+	'schedule, report and brake objects exist');
+$node->safe_psql('up', 'CREATE ROLE nobody_in_particular');
+is($node->safe_psql('up', q{
+    SELECT has_function_privilege('nobody_in_particular', 'pw.wake_tagger()', 'EXECUTE'),
+           has_function_privilege('nobody_in_particular', 'pw.schedule_jobs(text,text,text,integer)', 'EXECUTE'),
+           has_function_privilege('nobody_in_particular', 'pw.ingest_maillog(text)', 'EXECUTE'),
+           (SELECT proconfig FROM pg_proc WHERE oid = 'pw.create_tagging_index()'::regprocedure)}),
+	'f|f|f|{"search_path=pg_catalog, pg_temp"}', 'privileges and search_path hold after the update');
+
+# The ingest continues from the offset stored under 0.1.
+append($log, line('AAAAA00002', 'second@a.example', '5.1.1', 'bounced'));
+$node->safe_psql('up', q{SELECT * FROM pw.ingest_maillog('mail.log')});
+is($node->safe_psql('up', q{
+    SELECT string_agg(concat_ws(':', email, sent_count, bounce_count), ',' ORDER BY email) FROM pw.deliveries}),
+	'first@a.example:1:0,second@a.example:0:1', 'ingest resumes after the 0.1 offset');
+is($node->safe_psql('up', qq{SELECT "offset" = ${\ -s $log} AND tail IS NOT NULL FROM pw.maillog_files}),
+	't', 'offset and tail advanced');
+
+# --- ALTER EXTENSION UPDATE to the current version ------------------------------
+$node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE});
+is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
+	$node->safe_psql('up', q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'}),
+	'updated to the default version');
+
+# --- catalog of an updated install == a fresh install of the current version ----
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION pw_deliverability');
+same_catalog('up', 'fresh', 'an install updated from 0.1 has the catalog of a fresh install');
+
+# A fresh install of the frozen 0.2 script, updated, equals a fresh install.
+$node->safe_psql('postgres', 'CREATE DATABASE from02');
+$node->safe_psql('from02', q{CREATE EXTENSION pw_deliverability VERSION '0.2'});
+$node->safe_psql('from02', q{ALTER EXTENSION pw_deliverability UPDATE});
+same_catalog('from02', 'fresh', 'a fresh 0.2 install updated has the catalog of a fresh install');
+
+# Every row of the configuration tables (the seeds), one line a table.
+sub config_rows
+{
+	my ($db) = @_;
+	my @tables = split /\n/, $node->safe_psql($db, q{
+	    SELECT c::regclass::text AS t FROM pg_extension e, unnest(e.extconfig) c
+	     WHERE e.extname = 'pw_deliverability' ORDER BY t});
+	return join "\n", map {
+		"$_ " . $node->safe_psql($db, qq{
+		    SELECT count(*) || ' ' || coalesce(md5(string_agg(to_jsonb(t)::text, ',' ORDER BY to_jsonb(t)::text)), '-')
+		      FROM $_ t})
+	} @tables;
+}
+my $fresh_rows = config_rows('fresh');
+like($fresh_rows, qr/^pw\.warmup_ramp 26 /m, 'a fresh install seeds the configuration');
+is(config_rows('from02'), $fresh_rows, '... the rows of an updated fresh 0.2 install are those of a fresh install');
 
 # --- dump/restore of the current version ----------------------------------------------------------
 # A seeded row edited under 0.2 (the verify profile) and a seeded row deleted
