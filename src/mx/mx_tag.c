@@ -97,7 +97,7 @@ typedef struct TagPipeline
 	MxResolver *res;			/* resolves in this backend ... */
 	MxDnsProcess *proc;			/* ... unless a resolver process does */
 	MxWritePlans *plans;
-	const PwCarriers *carriers; /* locked for writes before a batch's */
+	const PwCarriers *carriers; /* write-locked before each batch's writes */
 } TagPipeline;
 
 /*
@@ -352,8 +352,9 @@ TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
  * domains in batches of tag_batch_size, writing each batch, then
  * propagates cached labels to the carriers still untagged.  With
  * dns_process on and more than one batch to do, a separate resolver process
- * looks up the next batch while this backend writes the current one.  Must be called connected to SPI,
- * inside a transaction; the caller commits.
+ * looks up the next batch while this backend writes the current one.
+ * Must be called connected to SPI, inside a transaction; the caller
+ * commits.
  */
 void
 MxTagRun(int max_domains, MxTagCounts *counts)
