@@ -20,16 +20,12 @@ CARRIERS="${PW_DEMO_CARRIERS:-200000}"
 BATCH="${PW_DEMO_BATCH:-300}"
 VDAY="${PW_DEMO_DAY:-45}"
 export PGOPTIONS='-c client_min_messages=warning'
-NETPID=
 T0=$(date +%s%N)
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 step() { printf '\n== [%s s] %s\n' "$(awk -v ms="$(ms_since "$T0")" 'BEGIN { printf "%6.1f", ms / 1000 }')" "$*"; }
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 -P footer=off "$@"; }
 psql_v() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
-
-# the DNS server, receiver and Postfix go first, then the cluster
-pw_on_exit 'if [ -n "$NETPID" ]; then kill -TERM "$NETPID" 2>/dev/null; wait "$NETPID" 2>/dev/null; fi'
 
 PW_PORT="${PW_DEMO_PORT:-}" pw_cluster_start demo "${PW_DEMO_KEEP:-0}" <<'EOF'
 pw_deliverability.maillog_directory = '@WORK@/maillog'
@@ -52,16 +48,7 @@ SELECT email_verify_result AS result, count(*) AS carriers,
 
 step "loopback DNS server, SMTP receiver and Postfix"
 psql_q -c "\\copy (SELECT domain, true_label, mx_host FROM pw_sample_domains) TO '$WORK/domains.tsv'"
-perl "$SRC/test/demo_net.pl" "$WORK" "$WORK/domains.tsv" &
-NETPID=$!
-for _ in $(seq 1 300); do
-	[ -e "$WORK/net.env" ] && break
-	kill -0 "$NETPID" 2>/dev/null || { echo "the loopback network did not start" >&2; exit 1; }
-	sleep 0.2
-done
-[ -e "$WORK/net.env" ] || { echo "the loopback network did not start in 60 s" >&2; exit 1; }
-# shellcheck disable=SC1091
-. "$WORK/net.env"
+pw_start_net "$WORK/domains.tsv"
 echo "DNS $DNS_SERVERS ($(wc -l <"$WORK/domains.tsv") domains), Postfix 127.0.0.1:$SMTP_PORT," \
 	"receiver 127.0.0.1:$RECEIVER_PORT, log $MAILLOG"
 

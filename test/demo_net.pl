@@ -4,14 +4,15 @@
 # Postfix relaying everything to that receiver.  All on 127.0.0.1, on free
 # ports chosen now.
 #
-#   test/demo_net.pl WORKDIR DOMAINS_TSV
+#   test/demo_net.pl WORKDIR DOMAINS_TSV [dns]
 #
 # DOMAINS_TSV holds "domain<TAB>true_label<TAB>mx_host" lines (mx_host empty:
 # the domain cannot receive mail; every other such domain gets a null MX, the
 # rest NXDOMAIN).  Once everything listens, WORKDIR/net.env is written
 # (DNS_SERVERS, SMTP_PORT, RECEIVER_PORT, MAILLOG) and the script waits.  It
 # stops everything it started on SIGTERM, SIGINT or SIGHUP, and by itself
-# when the process that started it goes away.
+# when the process that started it goes away.  With "dns" it starts only
+# the DNS server (net.env then holds DNS_SERVERS alone; bench/soak.sh).
 #
 # The receiver decides per recipient, deterministically (a hash of the
 # address): most are accepted, 3% rejected with 550 5.1.1, 8% greylisted
@@ -27,8 +28,9 @@ use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(usleep);
 
-my ($work, $domains_file) = @ARGV;
-die "usage: $0 WORKDIR DOMAINS_TSV\n" unless defined $domains_file && -d $work;
+my ($work, $domains_file, $only) = @ARGV;
+die "usage: $0 WORKDIR DOMAINS_TSV [dns]\n" unless defined $domains_file && -d $work;
+my $dns_only = ($only // '') eq 'dns';
 
 # PwDns and PwPostfix are written for the TAP suite and take two things from
 # PostgreSQL's test modules: a free port and a scratch directory.  Provide
@@ -118,9 +120,10 @@ while (<$dfh>)
 }
 close $dfh;
 
-die "cannot run a private Postfix here: $@\n" unless PwPostfix::available();
+die "cannot run a private Postfix here: $@\n" unless $dns_only || PwPostfix::available();
 
 $dns = PwDns->start(records => \%records, bulk => \%bulk);
+serve("DNS_SERVERS=" . $dns->servers . "\n") if $dns_only;
 
 # The receiver: decide() answers each recipient and is logged.
 my $decisions = "$work/receiver.log";
@@ -144,20 +147,26 @@ mkdir "$work/maillog";
 $postfix = PwPostfix->new(base => $work, maillog => $maillog,
 	relay_port => $receiver_port, queue_lifetime => '60s');
 
-open(my $env, '>', "$work/net.env.tmp") or die $!;
-print $env "DNS_SERVERS=" . $dns->servers . "\n";
-print $env "SMTP_PORT=$postfix->{smtpd_port}\n";
-print $env "RECEIVER_PORT=$receiver_port\n";
-print $env "MAILLOG=$maillog\n";
-close $env;
-rename("$work/net.env.tmp", "$work/net.env") or die $!;
+serve("DNS_SERVERS=" . $dns->servers . "\n"
+	  . "SMTP_PORT=$postfix->{smtpd_port}\n"
+	  . "RECEIVER_PORT=$receiver_port\n"
+	  . "MAILLOG=$maillog\n");
 
-while (!$stop && getppid() == $parent)
+# Writes WORKDIR/net.env, serves until told to stop, stops everything.
+sub serve
 {
-	usleep(200_000);
+	my ($vars) = @_;
+	open(my $env, '>', "$work/net.env.tmp") or die $!;
+	print $env $vars;
+	close $env;
+	rename("$work/net.env.tmp", "$work/net.env") or die $!;
+	while (!$stop && getppid() == $parent)
+	{
+		usleep(200_000);
+	}
+	shutdown_all();
+	exit 0;
 }
-shutdown_all();
-exit 0;
 
 # What the receiver answers to RCPT TO <$rcpt>.
 sub decide

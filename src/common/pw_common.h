@@ -2,7 +2,7 @@
  *
  * pw_common.h
  *	  Helpers every subsystem uses: the carriers contract, e-mail
- *	  normalisation and the safe search_path.
+ *	  normalisation, the safe search_path and the jobs' first locks.
  *
  *-------------------------------------------------------------------------
  */
@@ -61,5 +61,9 @@ extern char *PwEmailDomain(const char *email, size_t len, Oid collid);
 
 /* search_path.c */
 extern int	PwSafeSearchPath(void);
+
+/* locks.c */
+extern bool PwLockExtension(bool missing_ok);
+extern void PwLockCarriersWrites(const PwCarriers *carriers);
 
 #endif							/* PW_COMMON_H */

@@ -346,12 +346,16 @@ MarkBouncedAddresses(PwCarriers *carriers, const BouncedList *bounced, bool have
  * Hard bounces: every carrier with the address, whatever its result.  After
  * a scan of the carriers, by the row versions it found; a carrier updated
  * since has a new row version, so if any was missed, by the addresses again.
+ * First the carriers write lock, as late as possible: after pw.deliveries
+ * (docs/internals.md, "Lock order").
  */
 static void
 WriteBackHardBounces(MaillogIngest *in, PwCarriers *carriers, MaillogIngestCounts *counts,
 					 const BouncedList *bounced, bool scanned, bool have_index)
 {
 	bool		by_address = !scanned;
+
+	PwLockCarriersWrites(carriers);
 
 	if (scanned && in->nbtids > 0)
 	{

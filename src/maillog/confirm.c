@@ -40,7 +40,14 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	args[0] = PG_GETARG_DATUM(0);
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/*
+	 * The extension, pw.deliveries, then the carriers write lock, as an
+	 * ingest takes them (docs/internals.md, "Lock order").
+	 */
+	(void) PwLockExtension(false);
 	PwCarriersLoad(&carriers);
+	PwSpiRun("LOCK TABLE pw.deliveries IN ROW EXCLUSIVE MODE", SPI_OK_UTILITY);
+	PwLockCarriersWrites(&carriers);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "WITH c AS (UPDATE %s c SET %s = 'send_confirmed'"

@@ -137,6 +137,8 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/* first the extension: a DROP EXTENSION under way is waited for */
+	(void) PwLockExtension(false);
 	CheckReadPrivilege();
 	PwCarriersLoad(&carriers);
 	nsegs = MaillogFileStatePlan(canon, segs, &sb);

@@ -97,6 +97,7 @@ typedef struct TagPipeline
 	MxResolver *res;			/* resolves in this backend ... */
 	MxDnsProcess *proc;			/* ... unless a resolver process does */
 	MxWritePlans *plans;
+	const PwCarriers *carriers; /* write-locked before each batch's writes */
 } TagPipeline;
 
 /*
@@ -119,13 +120,17 @@ SetRunSettings(void)
 }
 
 /*
- * Takes the run's locks: one tagging run at a time (pw.mx_tag() callers
- * and the worker), and no one else adds domains (new ones are inserted
- * without a check).
+ * Takes the run's locks in the order of docs/internals.md ("Lock order"):
+ * the extension (a DROP EXTENSION waits for the run), one tagging run at a
+ * time (pw.mx_tag() callers and the worker), and no one else adds domains
+ * (new ones are inserted without a check).  The carriers write lock comes
+ * later, right before the first carrier row: after the first batch's
+ * lookups, which the other writers of carriers then do not wait for.
  */
 static void
 LockTaggingRun(void)
 {
+	(void) PwLockExtension(false);
 	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take the tagging lock");
@@ -295,6 +300,7 @@ RunPipeline(TagPipeline *pl, MxTagCounts *counts)
 			MxLookupDomains(pl->res, cur->cxt, pl->rules, pl->nrules,
 							cur->jobs, cur->njobs);
 		t1 = GetCurrentTimestamp();
+		PwLockCarriersWrites(pl->carriers);
 		MxWriteBatch(pl->plans, cur->jobs, cur->njobs, counts);
 		elog(DEBUG1, "pw mx_tag: batch of %d domains: %s %.3f s, writes %.3f s",
 			 cur->njobs, pl->proc ? "fetch and wait for DNS" : "fetch and DNS",
@@ -320,6 +326,7 @@ TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 	pl.rules = rules;
 	pl.nrules = nrules;
 	pl.remaining = max_domains;
+	pl.carriers = carriers;
 	pl.portal = OpenDueDomains(carriers, max_domains);
 	/* also checks the resolver settings before any process starts */
 	pl.res = MxResolverCreate(runcxt);
@@ -341,12 +348,13 @@ TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 }
 
 /*
- * Tags up to max_domains untagged or due domains: propagates cached labels
- * to untagged carriers, then resolves new and due domains in batches of
- * tag_batch_size, writing each batch.  With dns_process on and more than one
- * batch to do, a separate resolver process looks up the next batch while
- * this backend writes the current one.  Must be called connected to SPI,
- * inside a transaction; the caller commits.
+ * Tags up to max_domains untagged or due domains: resolves new and due
+ * domains in batches of tag_batch_size, writing each batch, then
+ * propagates cached labels to the carriers still untagged.  With
+ * dns_process on and more than one batch to do, a separate resolver process
+ * looks up the next batch while this backend writes the current one.
+ * Must be called connected to SPI, inside a transaction; the caller
+ * commits.
  */
 void
 MxTagRun(int max_domains, MxTagCounts *counts)
@@ -371,9 +379,11 @@ MxTagRun(int max_domains, MxTagCounts *counts)
 	PwCarriersLoad(&carriers);
 	MxSuffixRulesLoad(runcxt, &rules, &nrules);
 
-	counts->carriers += MxWriteCachedLabels(&carriers);
 	if (max_domains > 0)
 		TagDueDomains(&carriers, rules, nrules, max_domains, runcxt, counts);
+	/* also this run's carriers whose row changed since the discovery */
+	PwLockCarriersWrites(&carriers);
+	counts->carriers += MxWriteCachedLabels(&carriers);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(runcxt);

@@ -144,7 +144,7 @@ MxWritePlansPrepare(const PwCarriers *carriers, int recheck_after,
 	 * The carriers of a new domain are known by their row versions from the
 	 * discovery query: no index probe, no recomputed domain.  A carrier
 	 * updated since then has a new row version that this statement does not
-	 * find; if it is still untagged, the next run's first statement tags it.
+	 * find; if it is still untagged, the run's last statement tags it.
 	 */
 	sql = psprintf("UPDATE %s c SET %s = d.label"
 				   " FROM unnest($1, $2) AS d(tid, label)"

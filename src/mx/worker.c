@@ -175,7 +175,8 @@ TagInOneTransaction(void)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = MxTagInstalled();
+	/* first the extension: a DROP EXTENSION under way is waited for */
+	installed = PwLockExtension(true) && MxTagInstalled();
 	if (installed)
 	{
 		snprintf(activity, sizeof(activity),

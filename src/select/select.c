@@ -950,6 +950,8 @@ SelPrepare(SelState *st, FunctionCallInfo fcinfo, bool claim)
 
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
+	/* first the extension: a DROP EXTENSION under way is waited for */
+	(void) PwLockExtension(false);
 	MemoryContextSwitchTo(st->cxt);
 	SelLoadProfile(st, profile, !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2));
 	SelLoadCaps(st);

@@ -15,6 +15,9 @@
 #       (PW_PORT if set, else a random one) and PGHOST, PGPORT, PGDATABASE,
 #       PGUSER; with KEEP = 1 the directory is left behind
 #   psql_q ...                  psql, quiet, stopping at the first error
+#   pw_start_net ARGS...        test/demo_net.pl WORK ARGS... in the background
+#                               (stopped on every way out); returns once it
+#                               listens, with its net.env sourced
 #
 # Sourced: it sets no shell options of its own (the scripts use set -euo
 # pipefail).
@@ -86,6 +89,22 @@ trap pw_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# Starts the loopback network of test/demo_net.pl and sources its net.env.
+PW_NETPID=
+pw_start_net() {
+	pw_on_exit 'if [ -n "$PW_NETPID" ]; then kill -TERM "$PW_NETPID" 2>/dev/null; wait "$PW_NETPID" 2>/dev/null; fi'
+	perl "$SRC/test/demo_net.pl" "$WORK" "$@" &
+	PW_NETPID=$!
+	for _ in $(seq 1 300); do
+		[ -e "$WORK/net.env" ] && break
+		kill -0 "$PW_NETPID" 2>/dev/null || { echo "the loopback network did not start" >&2; exit 1; }
+		sleep 0.2
+	done
+	[ -e "$WORK/net.env" ] || { echo "the loopback network did not start in 60 s" >&2; exit 1; }
+	# shellcheck disable=SC1091
+	. "$WORK/net.env"
+}
 
 # Creates and starts a throwaway cluster; extra settings come on stdin.
 pw_cluster_start() {
