@@ -6,7 +6,7 @@
 # (test/soak.pl runs all but the tagger).  Prints each job's steps, errors
 # and work, the tagger's progress, and the errors the server logged
 # (deadlocks and serialization failures counted apart); exits 1 if any.
-# A benchmark script, not a test (TAP 074 runs a shorter soak).
+# A benchmark script, not a test (TAP 076 runs a shorter soak).
 #
 #   make temp-install && bench/soak.sh [MINUTES]     (as root it re-runs as postgres)
 #

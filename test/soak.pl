@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # Runs the jobs of the daily loop side by side against one database for a
-# while and counts what each did and every error: the soak of TAP 074 and
+# while and counts what each did and every error: the soak of TAP 076 and
 # bench/soak.sh.  The background tagger is the server's own (configure
 # pw_deliverability.database); this script runs the rest, each job in its
 # own process, one psql call (one transaction) per step:
