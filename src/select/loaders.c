@@ -1,0 +1,395 @@
+/*-------------------------------------------------------------------------
+ *
+ * loaders.c
+ *	  What a selection loads before it scans: the profile and its pool, the
+ *	  caps of the warmup day, the operator classes, the reputation brake,
+ *	  the blocked domains and suppressions, today's sends; and, for the dry
+ *	  run, the candidates available per bucket.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "select/select.h"
+
+/* Columns of the profile query (SelLoadProfile) */
+enum
+{
+	PROFILE_COL_SENT_COLUMN = 1,
+	PROFILE_COL_PURPOSE,
+	PROFILE_COL_SKIP_BIG_MX,
+	PROFILE_COL_EXCLUDE_UNTIL_DAY,
+	PROFILE_COL_PER_OP_RUN_CAP,
+	PROFILE_COL_NULL_RUN_CAP,
+	PROFILE_COL_DEFAULT_DAILY_CAP,
+	PROFILE_COL_TODAY_DAY,
+	PROFILE_COL_POOL,
+	PROFILE_COL_BRAKE_SLOW_FACTOR,
+	PROFILE_COL_BRAKE_ENABLED
+};
+
+/* Columns of the class ramp and operator override queries */
+enum
+{
+	RAMP_COL_KEY = 1,			/* op_class or operator */
+	RAMP_COL_DAILY_CAP
+};
+
+/* Columns of the operator classes query */
+enum
+{
+	OPERATOR_COL_LABEL = 1,
+	OPERATOR_COL_CLASS
+};
+
+/* Columns of the braked operators (pw.brake_status(profile, true)) */
+enum
+{
+	BRAKE_COL_OPERATOR = 1,
+	BRAKE_COL_ACTION,
+	BRAKE_COL_REASON
+};
+
+/* Columns of the per-bucket counts (today's sends, available candidates) */
+enum
+{
+	COUNT_COL_LABEL = 1,
+	COUNT_COL_COUNT
+};
+
+/* The single column of the blocked domains and suppressions queries */
+#define VALUE_COL 1
+
+/* Checks the warmup day asked for (or today's) and sets it and the hold. */
+static void
+SelSetWarmupDay(SelState *st, bool day_given, int32 day, int32 today_day,
+				bool skip_big_mx, int32 exclude_until_day)
+{
+	if (day_given)
+	{
+		if (day < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("warmup_day must be 1 or more, not %d", day),
+					 errhint("Day 1 is the profile's warmup_start; pass NULL for today.")));
+		st->day = day;
+	}
+	else
+	{
+		if (today_day < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the warmup of send profile \"%s\" has not started", st->profile),
+					 errdetail("Its warmup_start is %d day(s) in the future.", 1 - today_day),
+					 errhint("Pass warmup_day explicitly or move pw.profiles.warmup_start.")));
+		st->day = today_day;
+	}
+	st->rules.hold = skip_big_mx && st->day <= exclude_until_day;
+}
+
+/* Turns the profile's pool (a text[]) into quoted literals for SQL text. */
+static void
+SelSetPoolSql(SelState *st, Datum pool)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(pool);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	StringInfoData buf;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &nelems);
+	if (nelems == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("send profile \"%s\" has no result it may select", st->profile),
+				 errhint("Set pw.profiles.sendable_results to results that are not dead.")));
+	initStringInfo(&buf);
+	for (int i = 0; i < nelems; i++)
+	{
+		if (nulls[i])
+			continue;			/* pw.profile_pool() has none */
+		appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "",
+						 quote_literal_cstr(TextDatumGetCString(elems[i])));
+	}
+	st->pool_sql = buf.data;
+}
+
+/* Loads the profile, its pool of results and the carriers contract. */
+void
+SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(profile);
+	if (SelSpiExecute("SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
+					  "       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
+					  "       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
+					  "       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
+					  "       p.brake_enabled"
+					  "  FROM pw.profiles p WHERE p.name = $1",
+					  1, types, values, st->read_only, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("send profile \"%s\" does not exist", profile),
+				 errhint("Profiles are the rows of pw.profiles.")));
+
+	st->profile = pstrdup(profile);
+	st->sent_col_raw = SelSpiGetTextNotNull(0, PROFILE_COL_SENT_COLUMN);
+	st->purpose = SelSpiGetTextNotNull(0, PROFILE_COL_PURPOSE);
+	st->rules.per_op_run_cap = SelSpiGetInt32(0, PROFILE_COL_PER_OP_RUN_CAP);
+	st->rules.null_run_cap = SelSpiGetInt32(0, PROFILE_COL_NULL_RUN_CAP);
+	st->rules.default_daily_cap = SelSpiGetInt32(0, PROFILE_COL_DEFAULT_DAILY_CAP);
+	st->rules.brake_slow_factor = SelSpiGetFloat8(0, PROFILE_COL_BRAKE_SLOW_FACTOR);
+	st->brake_enabled = SelSpiGetBool(0, PROFILE_COL_BRAKE_ENABLED);
+	SelSetWarmupDay(st, day_given, day, SelSpiGetInt32(0, PROFILE_COL_TODAY_DAY),
+					SelSpiGetBool(0, PROFILE_COL_SKIP_BIG_MX),
+					SelSpiGetInt32(0, PROFILE_COL_EXCLUDE_UNTIL_DAY));
+	SelSetPoolSql(st, SelSpiGetDatumNotNull(0, PROFILE_COL_POOL));
+
+	PwCarriersLoad(&st->carriers);
+	MemoryContextSwitchTo(st->cxt);
+	st->sent_col = PwCarriersCheckColumn(&st->carriers, st->sent_col_raw,
+										 "sent", TIMESTAMPTZOID);
+}
+
+/* Loads the class caps of the warmup day (pw.warmup_ramp). */
+static void
+SelLoadClassCaps(SelState *st, Oid *types, Datum *values)
+{
+	SelClassCap *caps;
+	uint64		n;
+
+	n = SelSpiExecute("SELECT DISTINCT ON (r.op_class) r.op_class, r.daily_cap"
+					  "  FROM pw.warmup_ramp r"
+					  " WHERE r.profile = $1 AND r.from_day <= $2"
+					  " ORDER BY r.op_class, r.from_day DESC",
+					  2, types, values, st->read_only, SPI_OK_SELECT);
+	caps = palloc0(sizeof(SelClassCap) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		caps[i].op_class = SelSpiGetTextNotNull(i, RAMP_COL_KEY);
+		caps[i].daily_cap = SelSpiGetInt32(i, RAMP_COL_DAILY_CAP);
+	}
+	st->rules.class_caps = caps;
+	st->rules.nclass_caps = (int) n;
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Loads every operator's class (pw.operators). */
+static void
+SelLoadOperatorClasses(SelState *st)
+{
+	uint64		n;
+
+	n = SelSpiExecute("SELECT o.label, o.op_class FROM pw.operators o",
+					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, OPERATOR_COL_LABEL));
+
+		b->facts.op_class = SelSpiGetTextNotNull(i, OPERATOR_COL_CLASS);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Loads the operator overrides of the warmup day (pw.operator_ramp). */
+static void
+SelLoadOperatorOverrides(SelState *st, Oid *types, Datum *values)
+{
+	uint64		n;
+
+	n = SelSpiExecute("SELECT DISTINCT ON (r.operator) r.operator, r.daily_cap"
+					  "  FROM pw.operator_ramp r"
+					  " WHERE r.profile = $1 AND r.from_day <= $2"
+					  " ORDER BY r.operator, r.from_day DESC",
+					  2, types, values, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, RAMP_COL_KEY));
+
+		b->facts.has_override = true;
+		b->facts.override_cap = SelSpiGetInt32(i, RAMP_COL_DAILY_CAP);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Loads the operators the reputation brake pauses or slows down now, as
+ * pw.brake_status() judges them (its braked_only form aggregates only the
+ * operators that may be braked); '(untagged)' outcomes brake the untagged
+ * bucket.
+ */
+static void
+SelLoadBrake(SelState *st)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(st->profile);
+	n = SelSpiExecute("SELECT b.operator, b.action, b.reason"
+					  "  FROM pw.brake_status($1, braked_only => true) b",
+					  1, types, values, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *label = SelSpiGetTextNotNull(i, BRAKE_COL_OPERATOR);
+		char	   *action = SelSpiGetTextNotNull(i, BRAKE_COL_ACTION);
+		SelBucket  *b;
+
+		CHECK_FOR_INTERRUPTS();
+		b = SelGetBucket(st, strcmp(label, SEL_UNTAGGED_OPERATOR) == 0 ? NULL : label);
+		if (!SelBrakeActionParse(action, &b->facts.brake))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("pw.brake_status() returned the unknown action \"%s\"", action)));
+		b->brake_reason = SelSpiGetText(i, BRAKE_COL_REASON);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Loads the blocked domains into their in-memory set. */
+static void
+SelLoadBlocked(SelState *st)
+{
+	uint64		n;
+
+	n = SelSpiExecute("SELECT d.domain FROM pw.blocked_domains d",
+					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *domain = SelSpiGetTextNotNull(i, VALUE_COL);
+
+		(void) hash_search(st->blocked, &domain, HASH_ENTER, NULL);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Loads a short suppression list into memory; a long one stays in SQL. */
+static void
+SelLoadSuppressions(SelState *st)
+{
+	uint64		n;
+
+	n = SelSpiExecute("SELECT s.email FROM pw.suppressions s LIMIT "
+					  CppAsString2(SEL_SUPPRESSIONS_IN_MEMORY) " + 1",
+					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	if (n <= SEL_SUPPRESSIONS_IN_MEMORY)
+	{
+		st->suppressed = SelCreateStringHash(st, "pw suppressions", sizeof(char *));
+		for (uint64 i = 0; i < n; i++)
+		{
+			char	   *email = SelSpiGetTextNotNull(i, VALUE_COL);
+
+			(void) hash_search(st->suppressed, &email, HASH_ENTER, NULL);
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Loads the caps of the warmup day (class ramp, operator overrides), the
+ * operator classes, the brake, the blocked domains and the suppressions.
+ */
+void
+SelLoadCaps(SelState *st)
+{
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(st->profile);
+	values[1] = Int32GetDatum(st->day);
+
+	SelLoadClassCaps(st, types, values);
+	SelLoadOperatorClasses(st);
+	SelLoadOperatorOverrides(st, types, values);
+	if (st->brake_enabled)
+		SelLoadBrake(st);
+	SelLoadBlocked(st);
+	SelLoadSuppressions(st);
+}
+
+/* Counts today's sends per operator (the sent column within current_date). */
+void
+SelLoadSentToday(SelState *st)
+{
+	StringInfoData sql;
+	char	   *type;
+	uint64		n;
+
+	/* bounds of the column's own type: no conversion per index entry */
+	type = format_type_be(get_atttype(st->carriers.relid,
+									  get_attnum(st->carriers.relid, st->sent_col_raw)));
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT c.%s::text, count(*) FROM %s c"
+					 " WHERE c.%s >= current_date::%s AND c.%s < (current_date + 1)::%s"
+					 "   AND c.%s IS NOT NULL"
+					 " GROUP BY 1",
+					 st->carriers.mx_col, st->carriers.relation,
+					 st->sent_col, type, st->sent_col, type, st->carriers.mx_col);
+	n = SelSpiExecute(sql.data, 0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, COUNT_COL_LABEL));
+
+		b->facts.sent_today = SelSpiGetInt64(i, COUNT_COL_COUNT);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * The WHERE clause of the candidates: unsent, a result of the pool (the
+ * shape of the partial index of pw.selection_index_ddl()), an address, not
+ * suppressed (unless "in_memory" and the list is checked in memory).
+ */
+void
+SelAppendCandidateWhere(SelState *st, StringInfo sql, bool in_memory)
+{
+	PwCarriers *c = &st->carriers;
+
+	appendStringInfo(sql,
+					 " WHERE c.%s IS NULL AND c.%s IN (%s) AND c.%s IS NOT NULL",
+					 st->sent_col, c->result_col, st->pool_sql, c->email_col);
+	if (!in_memory || st->suppressed == NULL)
+		appendStringInfo(sql,
+						 "   AND NOT EXISTS (SELECT 1 FROM pw.suppressions s"
+						 "                    WHERE s.email = pw.normalize_email(c.%s))",
+						 c->email_col);
+}
+
+/* Counts the unsent candidates of every bucket, held-out ones included. */
+void
+SelLoadAvailable(SelState *st)
+{
+	PwCarriers *c = &st->carriers;
+	StringInfoData sql;
+	uint64		n;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT c.%s::text, count(*) FROM %s c",
+					 c->mx_col, c->relation);
+	SelAppendCandidateWhere(st, &sql, false);
+	appendStringInfo(&sql,
+					 "   AND c.%s IS DISTINCT FROM 'none'"
+					 "   AND NOT EXISTS (SELECT 1 FROM pw.blocked_domains b"
+					 "                    WHERE b.domain = pw.email_domain(c.%s))"
+					 " GROUP BY 1",
+					 c->mx_col, c->email_col);
+	n = SelSpiExecute(sql.data, 0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		SelBucket  *b = SelGetBucket(st, SelSpiGetText(i, COUNT_COL_LABEL));
+
+		b->available = SelSpiGetInt64(i, COUNT_COL_COUNT);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
