@@ -30,9 +30,9 @@ SelBrakeCap(const SelAllowanceRules *rules, SelBrakeAction brake, int64_t cap)
 }
 
 /*
- * The daily cap of an operator, as pw.daily_cap() has it: its operator_ramp
- * override, else its class's ramp, else default_daily_cap for the default
- * class and 0 for any other.
+ * The daily cap of an operator: its override, else its class's cap (the
+ * caps of pw.daily_caps(), which has a row for every class; a class without
+ * one gets 0).
  */
 int64_t
 SelDailyCap(const SelAllowanceRules *rules, const SelBucketFacts *facts)
@@ -44,7 +44,7 @@ SelDailyCap(const SelAllowanceRules *rules, const SelBucketFacts *facts)
 	for (int i = 0; i < rules->nclass_caps; i++)
 		if (strcmp(rules->class_caps[i].op_class, cls) == 0)
 			return rules->class_caps[i].daily_cap;
-	return strcmp(cls, "default") == 0 ? rules->default_daily_cap : 0;
+	return 0;
 }
 
 /*

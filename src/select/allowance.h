@@ -27,7 +27,7 @@ typedef enum SelBrakeAction
 	SEL_BRAKE_PAUSED
 } SelBrakeAction;
 
-/* The daily cap of an operator class on the warmup day (pw.warmup_ramp). */
+/* The daily cap of an operator class on the warmup day (pw.daily_caps()). */
 typedef struct SelClassCap
 {
 	const char *op_class;
@@ -40,10 +40,9 @@ typedef struct SelAllowanceRules
 	bool		hold;			/* big and consumer held out (warmup) */
 	int64_t		per_op_run_cap;
 	int64_t		null_run_cap;
-	int64_t		default_daily_cap;
 	double		brake_slow_factor;
 	int			nclass_caps;
-	const SelClassCap *class_caps;	/* one entry per class at most */
+	const SelClassCap *class_caps;	/* one entry per class */
 } SelAllowanceRules;
 
 /* What is known of one bucket. */

@@ -28,18 +28,18 @@ enum
 	PROFILE_COL_EXCLUDE_UNTIL_DAY,
 	PROFILE_COL_PER_OP_RUN_CAP,
 	PROFILE_COL_NULL_RUN_CAP,
-	PROFILE_COL_DEFAULT_DAILY_CAP,
 	PROFILE_COL_TODAY_DAY,
 	PROFILE_COL_POOL,
 	PROFILE_COL_BRAKE_SLOW_FACTOR,
 	PROFILE_COL_BRAKE_ENABLED
 };
 
-/* Columns of the class ramp and operator override queries */
+/* Columns of pw.daily_caps() */
 enum
 {
-	RAMP_COL_KEY = 1,			/* op_class or operator */
-	RAMP_COL_DAILY_CAP
+	CAPS_COL_CLASS = 1,			/* NULL on an operator's override */
+	CAPS_COL_OPERATOR,			/* NULL on a class's cap */
+	CAPS_COL_DAILY_CAP
 };
 
 /* Columns of the operator classes query */
@@ -132,7 +132,7 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	values[0] = CStringGetTextDatum(profile);
 	if (SelSpiExecute("SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
 					  "       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
-					  "       p.default_daily_cap, (current_date - p.warmup_start) + 1,"
+					  "       (current_date - p.warmup_start) + 1,"
 					  "       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
 					  "       p.brake_enabled"
 					  "  FROM pw.profiles p WHERE p.name = $1",
@@ -147,7 +147,6 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 	st->purpose = SelSpiGetTextNotNull(0, PROFILE_COL_PURPOSE);
 	st->rules.per_op_run_cap = SelSpiGetInt32(0, PROFILE_COL_PER_OP_RUN_CAP);
 	st->rules.null_run_cap = SelSpiGetInt32(0, PROFILE_COL_NULL_RUN_CAP);
-	st->rules.default_daily_cap = SelSpiGetInt32(0, PROFILE_COL_DEFAULT_DAILY_CAP);
 	st->rules.brake_slow_factor = SelSpiGetFloat8(0, PROFILE_COL_BRAKE_SLOW_FACTOR);
 	st->brake_enabled = SelSpiGetBool(0, PROFILE_COL_BRAKE_ENABLED);
 	SelSetWarmupDay(st, day_given, day, SelSpiGetInt32(0, PROFILE_COL_TODAY_DAY),
@@ -161,26 +160,47 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 										 "sent", TIMESTAMPTZOID);
 }
 
-/* Loads the class caps of the warmup day (pw.warmup_ramp). */
+/*
+ * Loads the daily caps of the warmup day (pw.daily_caps()): a cap per
+ * operator class, and the operators whose override wins over their class.
+ */
 static void
-SelLoadClassCaps(SelState *st, Oid *types, Datum *values)
+SelLoadDailyCaps(SelState *st)
 {
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
 	SelClassCap *caps;
+	int			ncaps = 0;
 	uint64		n;
 
-	n = SelSpiExecute("SELECT DISTINCT ON (r.op_class) r.op_class, r.daily_cap"
-					  "  FROM pw.warmup_ramp r"
-					  " WHERE r.profile = $1 AND r.from_day <= $2"
-					  " ORDER BY r.op_class, r.from_day DESC",
+	values[0] = CStringGetTextDatum(st->profile);
+	values[1] = Int32GetDatum(st->day);
+	n = SelSpiExecute("SELECT c.op_class, c.operator, c.daily_cap"
+					  "  FROM pw.daily_caps($1, $2) c",
 					  2, types, values, st->read_only, SPI_OK_SELECT);
 	caps = palloc0(sizeof(SelClassCap) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		caps[i].op_class = SelSpiGetTextNotNull(i, RAMP_COL_KEY);
-		caps[i].daily_cap = SelSpiGetInt32(i, RAMP_COL_DAILY_CAP);
+		char	   *op_class = SelSpiGetText(i, CAPS_COL_CLASS);
+		char	   *op = SelSpiGetText(i, CAPS_COL_OPERATOR);
+		int32		cap = SelSpiGetInt32(i, CAPS_COL_DAILY_CAP);
+
+		if (op != NULL)
+		{
+			SelBucket  *b = SelGetBucket(st, op);
+
+			b->facts.has_override = true;
+			b->facts.override_cap = cap;
+		}
+		else if (op_class != NULL)
+		{
+			caps[ncaps].op_class = op_class;
+			caps[ncaps].daily_cap = cap;
+			ncaps++;
+		}
 	}
 	st->rules.class_caps = caps;
-	st->rules.nclass_caps = (int) n;
+	st->rules.nclass_caps = ncaps;
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -197,27 +217,6 @@ SelLoadOperatorClasses(SelState *st)
 		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, OPERATOR_COL_LABEL));
 
 		b->facts.op_class = SelSpiGetTextNotNull(i, OPERATOR_COL_CLASS);
-	}
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/* Loads the operator overrides of the warmup day (pw.operator_ramp). */
-static void
-SelLoadOperatorOverrides(SelState *st, Oid *types, Datum *values)
-{
-	uint64		n;
-
-	n = SelSpiExecute("SELECT DISTINCT ON (r.operator) r.operator, r.daily_cap"
-					  "  FROM pw.operator_ramp r"
-					  " WHERE r.profile = $1 AND r.from_day <= $2"
-					  " ORDER BY r.operator, r.from_day DESC",
-					  2, types, values, st->read_only, SPI_OK_SELECT);
-	for (uint64 i = 0; i < n; i++)
-	{
-		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, RAMP_COL_KEY));
-
-		b->facts.has_override = true;
-		b->facts.override_cap = SelSpiGetInt32(i, RAMP_COL_DAILY_CAP);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -296,21 +295,14 @@ SelLoadSuppressions(SelState *st)
 }
 
 /*
- * Loads the caps of the warmup day (class ramp, operator overrides), the
+ * Loads the caps of the warmup day (per class, operator overrides), the
  * operator classes, the brake, the blocked domains and the suppressions.
  */
 void
 SelLoadCaps(SelState *st)
 {
-	Oid			types[2] = {TEXTOID, INT4OID};
-	Datum		values[2];
-
-	values[0] = CStringGetTextDatum(st->profile);
-	values[1] = Int32GetDatum(st->day);
-
-	SelLoadClassCaps(st, types, values);
+	SelLoadDailyCaps(st);
 	SelLoadOperatorClasses(st);
-	SelLoadOperatorOverrides(st, types, values);
 	if (st->brake_enabled)
 		SelLoadBrake(st);
 	SelLoadBlocked(st);

@@ -85,7 +85,9 @@ RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounc
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     WITH p AS (
-        SELECT p.*, (p.brake_bounce_rate - 0.0001)::float8 AS bounce_floor,
+        SELECT p.name, p.brake_enabled, p.brake_window_days, p.brake_min_sample,
+               p.brake_bounce_rate, p.brake_deferral_rate, p.brake_slow_factor,
+               (p.brake_bounce_rate - 0.0001)::float8 AS bounce_floor,
                (p.brake_deferral_rate - 0.0001)::float8 AS deferral_floor
           FROM pw.profiles p WHERE p.name = brake_status.profile
     ), near AS (

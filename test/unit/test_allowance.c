@@ -31,7 +31,7 @@ check(const char *what, int64_t got, int64_t want)
 	}
 }
 
-/* The class ramp of the cases: default 80, big 50 (consumer has no row). */
+/* The class caps of the cases: default 80, big 50 (consumer has none). */
 static const SelClassCap class_caps[] = {
 	{"default", 80},
 	{"big", 50},
@@ -47,7 +47,6 @@ rules_after_warmup(void)
 	r.hold = false;
 	r.per_op_run_cap = 60;
 	r.null_run_cap = 40;
-	r.default_daily_cap = 100;
 	r.brake_slow_factor = 0.5;
 	r.nclass_caps = 2;
 	r.class_caps = class_caps;
@@ -66,7 +65,7 @@ bucket(const char *op_class, int64_t sent_today)
 	return f;
 }
 
-/* Daily caps: override, class ramp, the default class's fallback, others 0. */
+/* Daily caps: override, else the class's cap, else 0. */
 static void
 test_daily_cap(void)
 {
@@ -81,12 +80,11 @@ test_daily_cap(void)
 	f.has_override = true;
 	f.override_cap = 7;
 	check("daily cap: an operator override wins over the class", SelDailyCap(&r, &f), 7);
+	f = bucket("default", 0);
+	check("daily cap: the class named default is the default class", SelDailyCap(&r, &f), 80);
 	r.nclass_caps = 0;
 	f = bucket(NULL, 0);
-	check("daily cap: default class without a ramp row gets default_daily_cap",
-		  SelDailyCap(&r, &f), 100);
-	f = bucket("default", 0);
-	check("daily cap: the class named default likewise", SelDailyCap(&r, &f), 100);
+	check("daily cap: no cap for the class gets 0", SelDailyCap(&r, &f), 0);
 }
 
 /* Allowance: run caps, today's sends, the warmup hold, the untagged bucket. */
