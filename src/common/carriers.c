@@ -65,15 +65,18 @@ TypeCompatible(Oid have, Oid wanted)
 
 /*
  * Checks that the carriers relation has "column" of a type compatible with
- * "wanted_type" and returns the quoted name.  "role" says what the column is
- * for, in the error message.
+ * "wanted_type", fills *att with its number, type and collation and returns
+ * the quoted name.  "role" says what the column is for, in the error
+ * message.
  */
-char *
-PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
-					  const char *role, Oid wanted_type)
+static char *
+ResolveColumn(PwCarriers *carriers, const char *column, const char *role,
+			  Oid wanted_type, PwCarrierColumn *att)
 {
 	AttrNumber	attnum = get_attnum(carriers->relid, column);
 	Oid			atttype;
+	int32		typmod;
+	Oid			collation;
 
 	if (attnum == InvalidAttrNumber || attnum < 0)
 		ereport(ERROR,
@@ -81,14 +84,30 @@ PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 				 errmsg("carriers relation %s has no column \"%s\" (the %s column)",
 						carriers->relation, column, role),
 				 errhint("Add the column or name the right one in pw.carriers_config or pw.profiles.")));
-	atttype = get_atttype(carriers->relid, attnum);
+	get_atttypetypmodcoll(carriers->relid, attnum, &atttype, &typmod, &collation);
 	if (!TypeCompatible(atttype, wanted_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" of carriers relation %s has type %s, expected %s",
 						column, carriers->relation, format_type_be(atttype),
 						format_type_be(wanted_type))));
+	att->attnum = attnum;
+	att->type = atttype;
+	att->collation = collation;
 	return pstrdup(quote_identifier(column));
+}
+
+/*
+ * Checks a further column of the carriers relation (as ResolveColumn does)
+ * and returns its quoted name.
+ */
+char *
+PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
+					  const char *role, Oid wanted_type)
+{
+	PwCarrierColumn att;
+
+	return ResolveColumn(carriers, column, role, wanted_type, &att);
 }
 
 /*
@@ -144,10 +163,14 @@ PwCarriersLoad(PwCarriers *carriers)
 				 errmsg("carriers relation \"%s\" is not a table", relation)));
 	carriers->relation = quote_qualified_identifier(get_namespace_name(get_rel_namespace(carriers->relid)),
 													get_rel_name(carriers->relid));
-	carriers->id_col = PwCarriersCheckColumn(carriers, cols[0], "id", INT8OID);
-	carriers->email_col = PwCarriersCheckColumn(carriers, cols[1], "email", TEXTOID);
-	carriers->result_col = PwCarriersCheckColumn(carriers, cols[2], "verification result", TEXTOID);
-	carriers->mx_col = PwCarriersCheckColumn(carriers, cols[3], "MX provider", TEXTOID);
+	carriers->id_col = ResolveColumn(carriers, cols[0], "id", INT8OID,
+									 &carriers->id_att);
+	carriers->email_col = ResolveColumn(carriers, cols[1], "email", TEXTOID,
+										&carriers->email_att);
+	carriers->result_col = ResolveColumn(carriers, cols[2], "verification result",
+										 TEXTOID, &carriers->result_att);
+	carriers->mx_col = ResolveColumn(carriers, cols[3], "MX provider", TEXTOID,
+									 &carriers->mx_att);
 	MemoryContextSwitchTo(oldctx);
 }
 

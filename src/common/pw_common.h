@@ -11,12 +11,22 @@
 
 #include "postgres.h"
 
+#include "access/attnum.h"
 #include "lib/stringinfo.h"
+
+/* A column of the carriers relation as the catalog has it. */
+typedef struct PwCarrierColumn
+{
+	AttrNumber	attnum;
+	Oid			type;
+	Oid			collation;		/* InvalidOid for a type without one */
+} PwCarrierColumn;
 
 /*
  * The user's carriers relation and the columns the extension works on, as
- * configured in pw.carriers_config and checked against the catalog.  Names
- * are already quoted for use in SQL text.
+ * configured in pw.carriers_config and checked against the catalog, resolved
+ * once: names already quoted for use in SQL text, and each column's number,
+ * type and collation.
  */
 typedef struct PwCarriers
 {
@@ -26,6 +36,10 @@ typedef struct PwCarriers
 	char	   *email_col;
 	char	   *result_col;
 	char	   *mx_col;
+	PwCarrierColumn id_att;
+	PwCarrierColumn email_att;
+	PwCarrierColumn result_att;
+	PwCarrierColumn mx_att;
 } PwCarriers;
 
 /* carriers.c */

@@ -9,9 +9,8 @@
  */
 #include "postgres.h"
 
-#include "utils/guc.h"
-
 #include "common/pw_common.h"
+#include "common/spi.h"
 #include "pw_deliverability.h"
 
 /*
@@ -21,10 +20,8 @@
 int
 PwSafeSearchPath(void)
 {
-	int			level = NewGUCNestLevel();
+	int			level = PwScopeBegin();
 
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	PwScopeSet("search_path", "pg_catalog, pg_temp");
 	return level;
 }
