@@ -18,6 +18,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 
+#include "common/spi.h"
 #include "select/select.h"
 
 /* locktag_field4 of the claim lock: keeps it apart from SQL advisory locks */
@@ -81,7 +82,7 @@ SelDropUnlocked(SelState *st, int64 from, uint64 nlocked)
 						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (uint64 i = 0; i < nlocked; i++)
 	{
-		int64		id = SelSpiGetInt64(i, LOCKED_COL_ID);
+		int64		id = PwSpiGetInt64(i, LOCKED_COL_ID);
 
 		(void) hash_search(locked, &id, HASH_ENTER, NULL);
 	}
@@ -125,7 +126,8 @@ SelLockPending(SelState *st, int64 from)
 					 "   FOR UPDATE OF c SKIP LOCKED",
 					 c->id_col, c->relation, c->id_col, st->sent_col,
 					 c->result_col, st->pool_sql);
-	nlocked = SelSpiExecute(sql.data, 1, types, values, st->read_only, SPI_OK_SELECT);
+	nlocked = PwSpiExecute(sql.data, 1, types, values, NULL,
+					 st->read_only, SPI_OK_SELECT);
 	if (nlocked != (uint64) nids)
 		SelDropUnlocked(st, from, nlocked);
 	SPI_freetuptable(SPI_tuptable);
@@ -148,6 +150,7 @@ SelMarkSent(SelState *st)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "UPDATE %s c SET %s = now() WHERE c.%s = ANY ($1)",
 					 c->relation, st->sent_col, c->id_col);
-	(void) SelSpiExecute(sql.data, 1, types, values, st->read_only, SPI_OK_UPDATE);
+	(void) PwSpiExecute(sql.data, 1, types, values, NULL,
+					 st->read_only, SPI_OK_UPDATE);
 	pfree(sql.data);
 }

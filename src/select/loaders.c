@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
+#include "common/spi.h"
 #include "select/select.h"
 
 /* Columns of the profile query (SelLoadProfile) */
@@ -128,31 +129,36 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
+	Datum		pool;
+	bool		pool_isnull;
 
 	values[0] = CStringGetTextDatum(profile);
-	if (SelSpiExecute("SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
+	if (PwSpiExecute("SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
 					  "       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
 					  "       (current_date - p.warmup_start) + 1,"
 					  "       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
 					  "       p.brake_enabled"
 					  "  FROM pw.profiles p WHERE p.name = $1",
-					  1, types, values, st->read_only, SPI_OK_SELECT) != 1)
+					  1, types, values, NULL, st->read_only, SPI_OK_SELECT) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("send profile \"%s\" does not exist", profile),
 				 errhint("Profiles are the rows of pw.profiles.")));
 
 	st->profile = pstrdup(profile);
-	st->sent_col_raw = SelSpiGetTextNotNull(0, PROFILE_COL_SENT_COLUMN);
-	st->purpose = SelSpiGetTextNotNull(0, PROFILE_COL_PURPOSE);
-	st->rules.per_op_run_cap = SelSpiGetInt32(0, PROFILE_COL_PER_OP_RUN_CAP);
-	st->rules.null_run_cap = SelSpiGetInt32(0, PROFILE_COL_NULL_RUN_CAP);
-	st->rules.brake_slow_factor = SelSpiGetFloat8(0, PROFILE_COL_BRAKE_SLOW_FACTOR);
-	st->brake_enabled = SelSpiGetBool(0, PROFILE_COL_BRAKE_ENABLED);
-	SelSetWarmupDay(st, day_given, day, SelSpiGetInt32(0, PROFILE_COL_TODAY_DAY),
-					SelSpiGetBool(0, PROFILE_COL_SKIP_BIG_MX),
-					SelSpiGetInt32(0, PROFILE_COL_EXCLUDE_UNTIL_DAY));
-	SelSetPoolSql(st, SelSpiGetDatumNotNull(0, PROFILE_COL_POOL));
+	st->sent_col_raw = PwSpiGetTextNotNull(0, PROFILE_COL_SENT_COLUMN);
+	st->purpose = PwSpiGetTextNotNull(0, PROFILE_COL_PURPOSE);
+	st->rules.per_op_run_cap = PwSpiGetInt32(0, PROFILE_COL_PER_OP_RUN_CAP);
+	st->rules.null_run_cap = PwSpiGetInt32(0, PROFILE_COL_NULL_RUN_CAP);
+	st->rules.brake_slow_factor = PwSpiGetFloat8(0, PROFILE_COL_BRAKE_SLOW_FACTOR);
+	st->brake_enabled = PwSpiGetBool(0, PROFILE_COL_BRAKE_ENABLED);
+	SelSetWarmupDay(st, day_given, day, PwSpiGetInt32(0, PROFILE_COL_TODAY_DAY),
+					PwSpiGetBool(0, PROFILE_COL_SKIP_BIG_MX),
+					PwSpiGetInt32(0, PROFILE_COL_EXCLUDE_UNTIL_DAY));
+	pool = PwSpiGetDatum(0, PROFILE_COL_POOL, TEXTARRAYOID, &pool_isnull);
+	if (pool_isnull)
+		pool = PointerGetDatum(construct_empty_array(TEXTOID));
+	SelSetPoolSql(st, pool);
 
 	PwCarriersLoad(&st->carriers);
 	MemoryContextSwitchTo(st->cxt);
@@ -175,15 +181,15 @@ SelLoadDailyCaps(SelState *st)
 
 	values[0] = CStringGetTextDatum(st->profile);
 	values[1] = Int32GetDatum(st->day);
-	n = SelSpiExecute("SELECT c.op_class, c.operator, c.daily_cap"
+	n = PwSpiExecute("SELECT c.op_class, c.operator, c.daily_cap"
 					  "  FROM pw.daily_caps($1, $2) c",
-					  2, types, values, st->read_only, SPI_OK_SELECT);
+					  2, types, values, NULL, st->read_only, SPI_OK_SELECT);
 	caps = palloc0(sizeof(SelClassCap) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *op_class = SelSpiGetText(i, CAPS_COL_CLASS);
-		char	   *op = SelSpiGetText(i, CAPS_COL_OPERATOR);
-		int32		cap = SelSpiGetInt32(i, CAPS_COL_DAILY_CAP);
+		char	   *op_class = PwSpiGetText(i, CAPS_COL_CLASS);
+		char	   *op = PwSpiGetText(i, CAPS_COL_OPERATOR);
+		int32		cap = PwSpiGetInt32(i, CAPS_COL_DAILY_CAP);
 
 		if (op != NULL)
 		{
@@ -210,13 +216,13 @@ SelLoadOperatorClasses(SelState *st)
 {
 	uint64		n;
 
-	n = SelSpiExecute("SELECT o.label, o.op_class FROM pw.operators o",
-					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	n = PwSpiExecute("SELECT o.label, o.op_class FROM pw.operators o",
+					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
-		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, OPERATOR_COL_LABEL));
+		SelBucket  *b = SelGetBucket(st, PwSpiGetTextNotNull(i, OPERATOR_COL_LABEL));
 
-		b->facts.op_class = SelSpiGetTextNotNull(i, OPERATOR_COL_CLASS);
+		b->facts.op_class = PwSpiGetTextNotNull(i, OPERATOR_COL_CLASS);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -235,13 +241,13 @@ SelLoadBrake(SelState *st)
 	uint64		n;
 
 	values[0] = CStringGetTextDatum(st->profile);
-	n = SelSpiExecute("SELECT b.operator, b.action, b.reason"
+	n = PwSpiExecute("SELECT b.operator, b.action, b.reason"
 					  "  FROM pw.brake_status($1, braked_only => true) b",
-					  1, types, values, st->read_only, SPI_OK_SELECT);
+					  1, types, values, NULL, st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *label = SelSpiGetTextNotNull(i, BRAKE_COL_OPERATOR);
-		char	   *action = SelSpiGetTextNotNull(i, BRAKE_COL_ACTION);
+		char	   *label = PwSpiGetTextNotNull(i, BRAKE_COL_OPERATOR);
+		char	   *action = PwSpiGetTextNotNull(i, BRAKE_COL_ACTION);
 		SelBucket  *b;
 
 		CHECK_FOR_INTERRUPTS();
@@ -250,7 +256,7 @@ SelLoadBrake(SelState *st)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("pw.brake_status() returned the unknown action \"%s\"", action)));
-		b->brake_reason = SelSpiGetText(i, BRAKE_COL_REASON);
+		b->brake_reason = PwSpiGetText(i, BRAKE_COL_REASON);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -261,11 +267,11 @@ SelLoadBlocked(SelState *st)
 {
 	uint64		n;
 
-	n = SelSpiExecute("SELECT d.domain FROM pw.blocked_domains d",
-					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	n = PwSpiExecute("SELECT d.domain FROM pw.blocked_domains d",
+					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *domain = SelSpiGetTextNotNull(i, VALUE_COL);
+		char	   *domain = PwSpiGetTextNotNull(i, VALUE_COL);
 
 		(void) hash_search(st->blocked, &domain, HASH_ENTER, NULL);
 	}
@@ -278,15 +284,15 @@ SelLoadSuppressions(SelState *st)
 {
 	uint64		n;
 
-	n = SelSpiExecute("SELECT s.email FROM pw.suppressions s LIMIT "
+	n = PwSpiExecute("SELECT s.email FROM pw.suppressions s LIMIT "
 					  CppAsString2(SEL_SUPPRESSIONS_IN_MEMORY) " + 1",
-					  0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
 	if (n <= SEL_SUPPRESSIONS_IN_MEMORY)
 	{
 		st->suppressed = SelCreateStringHash(st, "pw suppressions", sizeof(char *));
 		for (uint64 i = 0; i < n; i++)
 		{
-			char	   *email = SelSpiGetTextNotNull(i, VALUE_COL);
+			char	   *email = PwSpiGetTextNotNull(i, VALUE_COL);
 
 			(void) hash_search(st->suppressed, &email, HASH_ENTER, NULL);
 		}
@@ -328,12 +334,13 @@ SelLoadSentToday(SelState *st)
 					 " GROUP BY 1",
 					 st->carriers.mx_col, st->carriers.relation,
 					 st->sent_col, type, st->sent_col, type, st->carriers.mx_col);
-	n = SelSpiExecute(sql.data, 0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	n = PwSpiExecute(sql.data, 0, NULL, NULL, NULL,
+					 st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
-		SelBucket  *b = SelGetBucket(st, SelSpiGetTextNotNull(i, COUNT_COL_LABEL));
+		SelBucket  *b = SelGetBucket(st, PwSpiGetTextNotNull(i, COUNT_COL_LABEL));
 
-		b->facts.sent_today = SelSpiGetInt64(i, COUNT_COL_COUNT);
+		b->facts.sent_today = PwSpiGetInt64(i, COUNT_COL_COUNT);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -376,12 +383,13 @@ SelLoadAvailable(SelState *st)
 					 "                    WHERE b.domain = pw.email_domain(c.%s))"
 					 " GROUP BY 1",
 					 c->mx_col, c->email_col);
-	n = SelSpiExecute(sql.data, 0, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	n = PwSpiExecute(sql.data, 0, NULL, NULL, NULL,
+					 st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
-		SelBucket  *b = SelGetBucket(st, SelSpiGetText(i, COUNT_COL_LABEL));
+		SelBucket  *b = SelGetBucket(st, PwSpiGetText(i, COUNT_COL_LABEL));
 
-		b->available = SelSpiGetInt64(i, COUNT_COL_COUNT);
+		b->available = PwSpiGetInt64(i, COUNT_COL_COUNT);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }

@@ -17,9 +17,9 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "common/spi.h"
 #include "select/select.h"
 
 /* Columns of the batch query (SelCandidateQuery) */
@@ -104,7 +104,7 @@ SelFetchCandidates(SelState *st, int64 from_id, int64 limit)
 	Datum		values[1];
 	int			nexcluded;
 	char	   *sql;
-	int			nestlevel;
+	int			level;
 	uint64		n;
 
 	values[0] = SelExhaustedLabels(st, &nexcluded);
@@ -112,15 +112,9 @@ SelFetchCandidates(SelState *st, int64 from_id, int64 limit)
 	sql = SelCandidateQuery(st, from_id, limit, "$1",
 							st->null_bucket.taken < st->null_bucket.allowance);
 
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	n = SelSpiExecute(sql, 1, types, values, st->read_only, SPI_OK_SELECT);
-	AtEOXact_GUC(true, nestlevel);
+	level = PwPlannerScopeBegin(PW_PLAN_NO_SORT | PW_PLAN_NO_PARALLEL | PW_PLAN_NO_JIT);
+	n = PwSpiExecute(sql, 1, types, values, NULL, st->read_only, SPI_OK_SELECT);
+	PwScopeEnd(level);
 	pfree(sql);
 	pfree(DatumGetPointer(values[0]));
 	return n;

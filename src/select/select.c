@@ -17,9 +17,9 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "common/spi.h"
 #include "pw_deliverability.h"
 #include "select/select.h"
 
@@ -159,7 +159,7 @@ pw_select_sendable_carriers(PG_FUNCTION_ARGS)
 	nestlevel = SelPrepare(st, fcinfo, claim);
 	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
 		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), claim);
-	AtEOXact_GUC(true, nestlevel);
+	PwScopeEnd(nestlevel);
 	SPI_finish();
 
 	SelPutSelectedRows(st, (ReturnSetInfo *) fcinfo->resultinfo);
@@ -263,7 +263,7 @@ pw_selection_composition(PG_FUNCTION_ARGS)
 	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
 		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), false);
 	SelLoadAvailable(st);
-	AtEOXact_GUC(true, nestlevel);
+	PwScopeEnd(nestlevel);
 	SPI_finish();
 
 	SelPutCompositionRows(st, (ReturnSetInfo *) fcinfo->resultinfo);

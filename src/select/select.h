@@ -11,7 +11,8 @@
  *	              suppressions, today's sends, available candidates
  *	  buckets.c   buckets by label and the in-memory lookups
  *	  allowance.c the allowance policy (PostgreSQL-free, unit-tested)
- *	  sel_spi.c   SPI execution and typed getters
+ *
+ *	  SPI goes through common/spi.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -107,16 +108,5 @@ extern void SelMarkSent(SelState *st);
 
 /* run.c */
 extern void SelRun(SelState *st, int64 quota, bool claim);
-
-/* sel_spi.c */
-extern uint64 SelSpiExecute(const char *sql, int nargs, const Oid *types,
-							const Datum *values, bool read_only, int expected);
-extern int32 SelSpiGetInt32(uint64 row, int col);
-extern int64 SelSpiGetInt64(uint64 row, int col);
-extern double SelSpiGetFloat8(uint64 row, int col);
-extern bool SelSpiGetBool(uint64 row, int col);
-extern char *SelSpiGetText(uint64 row, int col);
-extern char *SelSpiGetTextNotNull(uint64 row, int col);
-extern Datum SelSpiGetDatumNotNull(uint64 row, int col);
 
 #endif							/* SEL_SELECT_H */
