@@ -87,35 +87,35 @@ SelResolve(SelState *st, SelBucket *b)
 	b->allowance = SelAllowance(&st->rules, &b->facts);
 }
 
+/* Whether a set holds key (NULL: no); frees key. */
+static bool
+SelSetHoldsAndFree(HTAB *set, char *key)
+{
+	bool		found = false;
+
+	if (key == NULL)
+		return false;
+	(void) hash_search(set, &key, HASH_FIND, &found);
+	pfree(key);
+	return found;
+}
+
 /* Whether an address's domain (as pw.email_domain() has it) is blocked. */
 bool
 SelBlocked(SelState *st, const char *email)
 {
-	char	   *domain;
-	bool		found = false;
-
 	if (hash_get_num_entries(st->blocked) == 0)
 		return false;
-	domain = PwEmailDomain(email, strlen(email), DEFAULT_COLLATION_OID);
-	if (domain != NULL)
-	{
-		(void) hash_search(st->blocked, &domain, HASH_FIND, &found);
-		pfree(domain);
-	}
-	return found;
+	return SelSetHoldsAndFree(st->blocked,
+							  PwEmailDomain(email, strlen(email), DEFAULT_COLLATION_OID));
 }
 
 /* Whether an address (as pw.normalize_email() has it) is suppressed. */
 bool
 SelSuppressed(SelState *st, const char *email)
 {
-	char	   *normal;
-	bool		found = false;
-
 	if (hash_get_num_entries(st->suppressed) == 0)
 		return false;
-	normal = PwNormalizeEmail(email, strlen(email), DEFAULT_COLLATION_OID);
-	(void) hash_search(st->suppressed, &normal, HASH_FIND, &found);
-	pfree(normal);
-	return found;
+	return SelSetHoldsAndFree(st->suppressed,
+							  PwNormalizeEmail(email, strlen(email), DEFAULT_COLLATION_OID));
 }

@@ -126,8 +126,8 @@ SelLockPending(SelState *st, int64 from)
 					 "   FOR UPDATE OF c SKIP LOCKED",
 					 c->id_col, c->relation, c->id_col, st->sent_col,
 					 c->result_col, st->pool_sql);
-	nlocked = PwSpiExecute(sql.data, 1, types, values, NULL,
-					 st->read_only, SPI_OK_SELECT);
+	nlocked = PwSpiExecute(sql.data, 1, types, values, NULL, st->read_only,
+						   SPI_OK_SELECT);
 	if (nlocked != (uint64) nids)
 		SelDropUnlocked(st, from, nlocked);
 	SPI_freetuptable(SPI_tuptable);
@@ -150,7 +150,7 @@ SelMarkSent(SelState *st)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "UPDATE %s c SET %s = now() WHERE c.%s = ANY ($1)",
 					 c->relation, st->sent_col, c->id_col);
-	(void) PwSpiExecute(sql.data, 1, types, values, NULL,
-					 st->read_only, SPI_OK_UPDATE);
+	(void) PwSpiExecute(sql.data, 1, types, values, NULL, st->read_only,
+						SPI_OK_UPDATE);
 	pfree(sql.data);
 }

@@ -134,12 +134,12 @@ SelLoadProfile(SelState *st, const char *profile, bool day_given, int32 day)
 
 	values[0] = CStringGetTextDatum(profile);
 	if (PwSpiExecute("SELECT p.sent_column::text, p.purpose, p.skip_big_mx,"
-					  "       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
-					  "       (current_date - p.warmup_start) + 1,"
-					  "       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
-					  "       p.brake_enabled"
-					  "  FROM pw.profiles p WHERE p.name = $1",
-					  1, types, values, NULL, st->read_only, SPI_OK_SELECT) != 1)
+					 "       p.exclude_until_day, p.per_op_run_cap, p.null_run_cap,"
+					 "       (current_date - p.warmup_start) + 1,"
+					 "       pw.profile_pool(p.name), p.brake_slow_factor::float8,"
+					 "       p.brake_enabled"
+					 "  FROM pw.profiles p WHERE p.name = $1",
+					 1, types, values, NULL, st->read_only, SPI_OK_SELECT) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("send profile \"%s\" does not exist", profile),
@@ -182,8 +182,8 @@ SelLoadDailyCaps(SelState *st)
 	values[0] = CStringGetTextDatum(st->profile);
 	values[1] = Int32GetDatum(st->day);
 	n = PwSpiExecute("SELECT c.op_class, c.operator, c.daily_cap"
-					  "  FROM pw.daily_caps($1, $2) c",
-					  2, types, values, NULL, st->read_only, SPI_OK_SELECT);
+					 "  FROM pw.daily_caps($1, $2) c",
+					 2, types, values, NULL, st->read_only, SPI_OK_SELECT);
 	caps = palloc0(sizeof(SelClassCap) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -217,7 +217,7 @@ SelLoadOperatorClasses(SelState *st)
 	uint64		n;
 
 	n = PwSpiExecute("SELECT o.label, o.op_class FROM pw.operators o",
-					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
+					 0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
 		SelBucket  *b = SelGetBucket(st, PwSpiGetTextNotNull(i, OPERATOR_COL_LABEL));
@@ -242,8 +242,8 @@ SelLoadBrake(SelState *st)
 
 	values[0] = CStringGetTextDatum(st->profile);
 	n = PwSpiExecute("SELECT b.operator, b.action, b.reason"
-					  "  FROM pw.brake_status($1, braked_only => true) b",
-					  1, types, values, NULL, st->read_only, SPI_OK_SELECT);
+					 "  FROM pw.brake_status($1, braked_only => true) b",
+					 1, types, values, NULL, st->read_only, SPI_OK_SELECT);
 	for (uint64 i = 0; i < n; i++)
 	{
 		char	   *label = PwSpiGetTextNotNull(i, BRAKE_COL_OPERATOR);
@@ -261,41 +261,39 @@ SelLoadBrake(SelState *st)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Loads the blocked domains into their in-memory set. */
+/* Adds column VALUE_COL of the n rows of SPI_tuptable to a string set. */
 static void
-SelLoadBlocked(SelState *st)
+SelAddToStringSet(HTAB *set, uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *value = PwSpiGetTextNotNull(i, VALUE_COL);
+
+		(void) hash_search(set, &value, HASH_ENTER, NULL);
+	}
+}
+
+/*
+ * Loads the blocked domains into their in-memory set, and a short
+ * suppression list into its own (a long one stays in SQL).
+ */
+static void
+SelLoadBlockedAndSuppressed(SelState *st)
 {
 	uint64		n;
 
 	n = PwSpiExecute("SELECT d.domain FROM pw.blocked_domains d",
-					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
-	for (uint64 i = 0; i < n; i++)
-	{
-		char	   *domain = PwSpiGetTextNotNull(i, VALUE_COL);
-
-		(void) hash_search(st->blocked, &domain, HASH_ENTER, NULL);
-	}
+					 0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
+	SelAddToStringSet(st->blocked, n);
 	SPI_freetuptable(SPI_tuptable);
-}
-
-/* Loads a short suppression list into memory; a long one stays in SQL. */
-static void
-SelLoadSuppressions(SelState *st)
-{
-	uint64		n;
 
 	n = PwSpiExecute("SELECT s.email FROM pw.suppressions s LIMIT "
-					  CppAsString2(SEL_SUPPRESSIONS_IN_MEMORY) " + 1",
-					  0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
+					 CppAsString2(SEL_SUPPRESSIONS_IN_MEMORY) " + 1",
+					 0, NULL, NULL, NULL, st->read_only, SPI_OK_SELECT);
 	if (n <= SEL_SUPPRESSIONS_IN_MEMORY)
 	{
 		st->suppressed = SelCreateStringHash(st, "pw suppressions", sizeof(char *));
-		for (uint64 i = 0; i < n; i++)
-		{
-			char	   *email = PwSpiGetTextNotNull(i, VALUE_COL);
-
-			(void) hash_search(st->suppressed, &email, HASH_ENTER, NULL);
-		}
+		SelAddToStringSet(st->suppressed, n);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -311,8 +309,7 @@ SelLoadCaps(SelState *st)
 	SelLoadOperatorClasses(st);
 	if (st->brake_enabled)
 		SelLoadBrake(st);
-	SelLoadBlocked(st);
-	SelLoadSuppressions(st);
+	SelLoadBlockedAndSuppressed(st);
 }
 
 /* Counts today's sends per operator (the sent column within current_date). */

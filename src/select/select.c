@@ -109,6 +109,29 @@ SelPrepare(SelState *st, FunctionCallInfo fcinfo, bool claim)
 	return nestlevel;
 }
 
+/*
+ * Runs a selection for the function called: checks the arguments, loads
+ * what it needs, runs it up to the quota (claiming the rows with claim) and,
+ * with count_available, counts the candidates of every bucket.  The result
+ * is a materialised set the caller fills from the returned state.
+ */
+static SelState *
+SelSelect(FunctionCallInfo fcinfo, bool claim, bool count_available)
+{
+	SelState   *st = SelBegin(fcinfo, claim);
+	int			nestlevel;
+
+	InitMaterializedSRF(fcinfo, 0);
+	nestlevel = SelPrepare(st, fcinfo, claim);
+	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
+		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), claim);
+	if (count_available)
+		SelLoadAvailable(st);
+	PwScopeEnd(nestlevel);
+	SPI_finish();
+	return st;
+}
+
 /* Returns the rows taken (not the dropped ones) as the function's result. */
 static void
 SelPutSelectedRows(SelState *st, ReturnSetInfo *rsinfo)
@@ -146,22 +169,13 @@ pw_select_sendable_carriers(PG_FUNCTION_ARGS)
 {
 	bool		claim;
 	SelState   *st;
-	int			nestlevel;
 
 	if (PG_ARGISNULL(ARG_CLAIM))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("claim must not be NULL")));
 	claim = PG_GETARG_BOOL(ARG_CLAIM);
-	st = SelBegin(fcinfo, claim);
-	InitMaterializedSRF(fcinfo, 0);
-
-	nestlevel = SelPrepare(st, fcinfo, claim);
-	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
-		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), claim);
-	PwScopeEnd(nestlevel);
-	SPI_finish();
-
+	st = SelSelect(fcinfo, claim, false);
 	SelPutSelectedRows(st, (ReturnSetInfo *) fcinfo->resultinfo);
 	MemoryContextDelete(st->cxt);
 	return (Datum) 0;
@@ -253,18 +267,7 @@ SelPutCompositionRows(SelState *st, ReturnSetInfo *rsinfo)
 Datum
 pw_selection_composition(PG_FUNCTION_ARGS)
 {
-	SelState   *st;
-	int			nestlevel;
-
-	st = SelBegin(fcinfo, false);
-	InitMaterializedSRF(fcinfo, 0);
-
-	nestlevel = SelPrepare(st, fcinfo, false);
-	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
-		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), false);
-	SelLoadAvailable(st);
-	PwScopeEnd(nestlevel);
-	SPI_finish();
+	SelState   *st = SelSelect(fcinfo, false, true);
 
 	SelPutCompositionRows(st, (ReturnSetInfo *) fcinfo->resultinfo);
 	MemoryContextDelete(st->cxt);
