@@ -173,9 +173,9 @@ SelConsiderCandidate(SelState *st, SPITupleTable *tt, uint64 i,
 		MemoryContextSwitchTo(oldcxt);
 		return true;
 	}
-	/* the query asks for addresses that are not NULL */
 	d = SPI_getbinval(tt->vals[i], tt->tupdesc, CANDIDATE_COL_EMAIL, &isnull);
-	Assert(!isnull);
+	if (isnull)					/* the query asks for addresses that are not */
+		elog(ERROR, "pw selection: candidate " INT64_FORMAT " has no address", *id);
 	email = TextDatumGetCString(d);
 	MemoryContextSwitchTo(oldcxt);
 	if (SelBlocked(st, email) || (st->suppressed && SelSuppressed(st, email)))
