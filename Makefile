@@ -27,9 +27,9 @@ REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 PKG_CONFIG ?= pkg-config
-PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl libidn2)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl libidn2)
 
 EXTRA_CLEAN = test/unit/build tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
@@ -134,8 +134,8 @@ FUZZ_SRC_maillog = src/maillog/maillog_parse.c
 FUZZ_SRC_domain = src/mx/classify_core.c
 FUZZ_SRC_classify = src/mx/classify_core.c
 FUZZ_LIBS_maillog =
-FUZZ_LIBS_domain = -lpsl
-FUZZ_LIBS_classify = -lpsl
+FUZZ_LIBS_domain = $(shell $(PKG_CONFIG) --libs libpsl libidn2)
+FUZZ_LIBS_classify = $(shell $(PKG_CONFIG) --libs libpsl libidn2)
 
 .PHONY: fuzz fuzz-build sanitize
 

@@ -82,3 +82,39 @@ SELECT length(d) AS len, length(pw.normalize_domain(d)) AS normal_len, pw.domain
                     repeat('abcdefghi.', 25) || 'com', repeat('abcdefghi.', 26) || 'com',
                     repeat('ü', 60) || '.de']) AS d;
 SELECT pw.normalize_domain(convert_from('\x6dc3bc6e6368656e2e6465', 'UTF8')) AS munchen;
+
+-- IDNA2008 through libidn2, with the non-transitional UTS #46 mapping:
+-- ignored characters (soft hyphen, zero-width space) are dropped, so a label
+-- made only of them is empty; what IDNA2008 disallows is refused; full-width
+-- letters and ideographic full stops are mapped
+SELECT what, pw.normalize_domain(d) AS normal, pw.domain_problem(d) AS problem
+  FROM (VALUES ('soft hyphen alone', E'\u00ad.com'), ('soft hyphen inside', E'a\u00ad.com'),
+               ('zero-width space alone', E'\u200b.com'), ('zero-width space inside', E'a\u200b.com'),
+               ('zero-width joiner', E'a\u200d.com'), ('leading combining mark', E'\u0301a.com'),
+               ('snowman', E'\u2603.com'), ('bidi: digits only', E'\u0661\u0662\u0663.com'),
+               ('bad A-label beside a U-label', 'xn--zz.bücher.de'),
+               ('hyphens 3 and 4 beside a U-label', 'ab--cd.bücher.de'),
+               ('underscore beside a U-label', 'a_b.bücher.de'),
+               ('ideographic full stop', E'b\u00fccher\u3002de'),
+               ('ideographic full stop at the end', E'b\u00fccher.de\u3002'),
+               ('two final full stops', E'b\u00fccher.de\u3002.'),
+               ('full-width letters', E'\uff22\uff35\uff23\uff28\uff25\uff32.de')) AS t(what, d);
+-- valid IDNs keep the A-labels the hand-written encoder gave them
+CREATE TEMP TABLE idn_cases (name text, want text);
+INSERT INTO idn_cases VALUES
+    ('bücher.de', 'xn--bcher-kva.de'), ('Bücher.DE', 'xn--bcher-kva.de'),
+    ('bücher.example', 'xn--bcher-kva.example'), ('mail.bücher.de', 'mail.xn--bcher-kva.de'),
+    ('münchen.de', 'xn--mnchen-3ya.de'), ('ÄRZTE.example', 'xn--rzte-koa.example'),
+    ('ÉXAMPLE.fr.', 'xn--xample-9ua.fr'), ('例え.jp', 'xn--r8jz45g.jp'),
+    ('пример.рф', 'xn--e1afmkfd.xn--p1ai'), ('ПРИМЕР.РФ', 'xn--e1afmkfd.xn--p1ai'),
+    ('ελληνικά.gr', 'xn--hxargifdar.gr'), ('ΕΛΛΆΔΑ.gr', 'xn--hxakic4aa.gr'),
+    ('中国.cn', 'xn--fiqs8s.cn'), ('mail.日本.jp', 'mail.xn--wgv71a.jp'),
+    ('مثال.com', 'xn--mgbh0fb.com'), ('דוגמה.co.il', 'xn--6dbbec0c.co.il'),
+    ('उदाहरण.भारत', 'xn--p1b6ci4b4b3a.xn--h2brj9c'), ('ตัวอย่าง.th', 'xn--72c1a1bt4awk9o.th'),
+    ('한국.kr', 'xn--3e0b707e.kr'), ('straße.de', 'xn--strae-oqa.de'), ('faß.de', 'xn--fa-hia.de'),
+    ('español.es', 'xn--espaol-zwa.es'), ('çà.fr', 'xn--0can.fr'), ('ÆRØ.dk', 'xn--r-3fa9c.dk'),
+    ('ıstanbul.tr', 'xn--stanbul-qfb.tr'), ('İstanbul.tr', 'xn--istanbul-o0e.tr'),
+    ('xn--bcher-kva.bücher.de', 'xn--bcher-kva.xn--bcher-kva.de');
+SELECT name, pw.normalize_domain(name) AS got, want
+  FROM idn_cases WHERE pw.normalize_domain(name) IS DISTINCT FROM want;
+SELECT count(*) AS idn_cases FROM idn_cases;

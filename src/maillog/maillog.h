@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * maillog.h
- *	  Reading Postfix mail logs from inside the server: declarations shared
- *	  by maillog.c (reader, access checks) and ingest.c (writeback).
+ *	  Reading Postfix mail logs from inside the server: the subsystem header.
+ *	  path.c says which files may be read and opens them, reader.c reads
+ *	  them (pw.read_maillog()), parsed by maillog_parse.c; ingest.c and the
+ *	  files of ingest_int.h apply them to the carriers (pw.ingest_maillog()),
+ *	  confirm.c confirms the deliveries (pw.confirm_deliveries()).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,8 +41,11 @@ typedef struct MaillogReadStats
 typedef void (*MaillogEventSink) (void *arg, const MaillogRecord *rec,
 								  TimestampTz when, int64 line_offset);
 
+/* path.c */
 extern char *MaillogResolvePath(const char *path);
 extern int	MaillogOpen(const char *canon, struct stat *sb);
+
+/* reader.c */
 extern const MaillogReadStats *MaillogLastRead(void);
 extern void MaillogReadEvents(const char *canon, int64 start_offset,
 							  MaillogEventSink sink, void *arg,

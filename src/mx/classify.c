@@ -2,16 +2,19 @@
  *
  * classify.c
  *	  SQL face of the classifier: pw.classify_mx(), pw.normalize_domain(),
- *	  pw.domain_problem(), pw.registrable_domain(), and the loader of
- *	  pw.mx_suffix_rules shared with the tagger.
+ *	  pw.domain_problem(), pw.registrable_domain(), the loader of
+ *	  pw.mx_suffix_rules shared with the tagger, and MxDomainNormalize(),
+ *	  the validator of names in the database encoding.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -32,6 +35,78 @@ typedef struct RulesCache
 	PwSuffixRule *rules;
 	size_t		nrules;
 } RulesCache;
+
+/*
+ * A name of *len bytes in the database encoding as UTF-8: itself in a UTF-8
+ * database or when it is ASCII, else converted (palloc'd; *len updated).
+ * NULL when a character has no Unicode equivalent, or in a SQL_ASCII
+ * database, when the bytes are not UTF-8.
+ */
+static const char *
+NameToUtf8(const char *name, size_t *len)
+{
+	static Oid	proc = InvalidOid;
+	int			enc = GetDatabaseEncoding();
+	unsigned char *buf;
+	size_t		size;
+	bool		ascii = true;
+
+	if (enc == PG_UTF8)
+		return name;
+	for (size_t i = 0; i < *len && ascii; i++)
+		ascii = !IS_HIGHBIT_SET(name[i]);
+	/* too long to be valid anyway: PwDomainNormalize() refuses it as it is */
+	if (ascii || *len > PW_INPUT_MAX + 1)
+		return name;
+	if (enc == PG_SQL_ASCII)
+		return pg_verify_mbstr(PG_UTF8, name, (int) *len, true) ? name : NULL;
+	if (!OidIsValid(proc))
+		proc = FindDefaultConversionProc(enc, PG_UTF8);
+	if (!OidIsValid(proc))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("default conversion function for encoding \"%s\" to \"%s\" does not exist",
+						GetDatabaseEncodingName(), pg_encoding_to_char(PG_UTF8)),
+				 errhint("Domain names are converted to UTF-8 for IDNA.")));
+	size = (*len + 1) * MAX_CONVERSION_GROWTH + 1;
+	buf = palloc(size);
+	if (pg_do_encoding_conversion_buf(proc, enc, PG_UTF8,
+									  (unsigned char *) unconstify(char *, name),
+									  (int) *len, buf, (int) size, true) < (int) *len)
+	{
+		pfree(buf);
+		return NULL;
+	}
+	*len = strlen((char *) buf);
+	return (const char *) buf;
+}
+
+/*
+ * PwDomainNormalize() of a name in the database encoding (converted to
+ * UTF-8 for IDNA first); PW_DOMAIN_NOT_UNICODE when it cannot be.  Errors
+ * out when libidn2 runs out of memory.
+ */
+PwDomainStatus
+MxDomainNormalize(const char *name, size_t len, char *out)
+{
+	const char *utf8 = NameToUtf8(name, &len);
+	PwDomainStatus st;
+
+	if (utf8 == NULL)
+	{
+		out[0] = '\0';
+		return PW_DOMAIN_NOT_UNICODE;
+	}
+	st = PwDomainNormalize(utf8, len, out);
+	if (utf8 != name)
+		pfree(unconstify(char *, utf8));
+	if (st == PW_DOMAIN_NO_MEMORY)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("libidn2 could not allocate while normalising a domain name.")));
+	return st;
+}
 
 /*
  * Reads pw.mx_suffix_rules into cxt, sorted for PwSuffixMatch().  Connects
@@ -100,11 +175,17 @@ pw_classify_mx(PG_FUNCTION_ARGS)
 	lens = palloc(sizeof(size_t) * nelems);
 	for (int i = 0; i < nelems; i++)
 	{
+		text	   *t;
+
 		/* a NULL element is no host at all: skipped */
 		if (nulls[i])
 			continue;
-		hosts[nhosts] = VARDATA_ANY(DatumGetTextPP(elems[i]));
-		lens[nhosts++] = VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i]));
+		t = DatumGetTextPP(elems[i]);
+		lens[nhosts] = VARSIZE_ANY_EXHDR(t);
+		hosts[nhosts] = NameToUtf8(VARDATA_ANY(t), &lens[nhosts]);
+		/* nor is one that cannot be converted to Unicode */
+		if (hosts[nhosts] != NULL)
+			nhosts++;
 	}
 	if (!PwClassifyExchanges(cache->rules, cache->nrules, hosts, lens, nhosts, label))
 		PG_RETURN_TEXT_P(cstring_to_text("none"));
@@ -118,7 +199,7 @@ pw_normalize_domain(PG_FUNCTION_ARGS)
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	char		out[PW_NAME_BUF];
 
-	if (PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
@@ -129,7 +210,7 @@ pw_domain_problem(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	char		out[PW_NAME_BUF];
-	PwDomainStatus st = PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
+	PwDomainStatus st = MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
 
 	if (st == PW_DOMAIN_OK)
 		PG_RETURN_NULL();
@@ -148,7 +229,7 @@ pw_registrable_domain(PG_FUNCTION_ARGS)
 	char		out[PW_NAME_BUF];
 	const char *reg;
 
-	if (PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
+	if (MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out) != PW_DOMAIN_OK)
 		PG_RETURN_NULL();
 	reg = PwRegistrableDomain(out);
 	if (reg == NULL)

@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * classify_core.c
- *	  Domain-name validation (LDH labels, IDN to punycode A-labels) and MX
- *	  host classification: suffix rules first, else "mx:" plus the host's
- *	  registrable domain under the ICANN section of the Public Suffix List.
+ *	  Domain-name validation (LDH labels; IDN labels to A-labels through
+ *	  libidn2) and MX host classification: suffix rules first, else "mx:"
+ *	  plus the host's registrable domain under the ICANN section of the
+ *	  Public Suffix List.
  *
  *	  Plain C on purpose: no PostgreSQL headers, no allocation except the
- *	  process-wide libpsl context, so a fuzzer can drive it directly.
+ *	  process-wide libpsl context and libidn2's result while one name is
+ *	  normalised, so a fuzzer can drive it directly.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,25 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <idn2.h>
 #include <libpsl.h>
 
 #ifndef PW_PSL_FILE
 #define PW_PSL_FILE "/usr/share/publicsuffix/public_suffix_list.dat"
 #endif
-
-/* Longest input accepted before normalisation (bytes) */
-#define PW_INPUT_MAX 1024
-/* Most code points in one label before encoding */
-#define PW_LABEL_CPS 256
-
-/* Punycode parameters (RFC 3492, section 5) */
-#define PUNY_BASE 36
-#define PUNY_TMIN 1
-#define PUNY_TMAX 26
-#define PUNY_SKEW 38
-#define PUNY_DAMP 700
-#define PUNY_BIAS 72
-#define PUNY_N 128
 
 /* The process-wide Public Suffix List context (loaded on first use). */
 static const psl_ctx_t *
@@ -53,168 +42,11 @@ PslContext(void)
 	return ctx;
 }
 
-/* Bias adaptation of RFC 3492, section 6.1. */
-static uint32_t
-PunyAdapt(uint32_t delta, uint32_t numpoints, int firsttime)
+/* An ASCII letter in lower case, any other byte as it is (no locale). */
+static unsigned char
+AsciiLower(unsigned char c)
 {
-	uint32_t	k = 0;
-
-	delta = firsttime ? delta / PUNY_DAMP : delta / 2;
-	delta += delta / numpoints;
-	while (delta > ((PUNY_BASE - PUNY_TMIN) * PUNY_TMAX) / 2)
-	{
-		delta /= PUNY_BASE - PUNY_TMIN;
-		k += PUNY_BASE;
-	}
-	return k + (((PUNY_BASE - PUNY_TMIN + 1) * delta) / (delta + PUNY_SKEW));
-}
-
-/* The basic code point of a punycode digit. */
-static char
-PunyDigit(uint32_t d)
-{
-	return d < 26 ? (char) ('a' + d) : (char) ('0' + d - 26);
-}
-
-/*
- * Encodes code points as punycode (RFC 3492, section 6.3) into out (size
- * outlen, NUL-terminated).  Returns the length, or -1 when it does not fit.
- */
-static int
-PunyEncode(const uint32_t *cps, size_t ncps, char *out, size_t outlen)
-{
-	uint32_t	n = PUNY_N;
-	uint32_t	delta = 0;
-	uint32_t	bias = PUNY_BIAS;
-	size_t		h;
-	size_t		b = 0;
-	size_t		o = 0;
-
-	for (size_t i = 0; i < ncps; i++)
-		if (cps[i] < 0x80)
-		{
-			if (o + 1 >= outlen)
-				return -1;
-			out[o++] = (char) cps[i];
-			b++;
-		}
-	h = b;
-	if (b > 0)
-	{
-		if (o + 1 >= outlen)
-			return -1;
-		out[o++] = '-';
-	}
-	while (h < ncps)
-	{
-		uint32_t	m = UINT32_MAX;
-
-		for (size_t i = 0; i < ncps; i++)
-			if (cps[i] >= n && cps[i] < m)
-				m = cps[i];
-		if ((uint64_t) (m - n) * (h + 1) + delta > UINT32_MAX)
-			return -1;
-		delta += (m - n) * (uint32_t) (h + 1);
-		n = m;
-		for (size_t i = 0; i < ncps; i++)
-		{
-			if (cps[i] < n)
-			{
-				if (delta == UINT32_MAX)
-					return -1;
-				delta++;
-			}
-			if (cps[i] == n)
-			{
-				uint32_t	q = delta;
-
-				for (uint32_t k = PUNY_BASE;; k += PUNY_BASE)
-				{
-					uint32_t	t = k <= bias ? PUNY_TMIN :
-					k >= bias + PUNY_TMAX ? PUNY_TMAX : k - bias;
-
-					if (q < t)
-						break;
-					if (o + 1 >= outlen)
-						return -1;
-					out[o++] = PunyDigit(t + (q - t) % (PUNY_BASE - t));
-					q = (q - t) / (PUNY_BASE - t);
-				}
-				if (o + 1 >= outlen)
-					return -1;
-				out[o++] = PunyDigit(q);
-				bias = PunyAdapt(delta, (uint32_t) (h + 1), h == b);
-				delta = 0;
-				h++;
-			}
-		}
-		delta++;
-		n++;
-	}
-	out[o] = '\0';
-	return (int) o;
-}
-
-/*
- * Decodes UTF-8 into code points (cps may be NULL to only validate);
- * returns the count, or -1 on malformed UTF-8, overlong forms, surrogates
- * or more than maxcps code points.
- */
-static int
-Utf8Decode(const unsigned char *s, size_t len, uint32_t *cps, size_t maxcps)
-{
-	size_t		n = 0;
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		uint32_t	c = s[i];
-		int			extra;
-		uint32_t	min;
-
-		if (c < 0x80)
-		{
-			extra = 0;
-			min = 0;
-		}
-		else if ((c & 0xE0) == 0xC0)
-		{
-			extra = 1;
-			c &= 0x1F;
-			min = 0x80;
-		}
-		else if ((c & 0xF0) == 0xE0)
-		{
-			extra = 2;
-			c &= 0x0F;
-			min = 0x800;
-		}
-		else if ((c & 0xF8) == 0xF0)
-		{
-			extra = 3;
-			c &= 0x07;
-			min = 0x10000;
-		}
-		else
-			return -1;
-		if (i + extra >= len)
-			return -1;
-		for (int k = 1; k <= extra; k++)
-		{
-			if ((s[i + k] & 0xC0) != 0x80)
-				return -1;
-			c = (c << 6) | (s[i + k] & 0x3F);
-		}
-		if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-			return -1;
-		if (n >= maxcps)
-			return -1;
-		if (cps != NULL)
-			cps[n] = c;
-		n++;
-		i += extra + 1;
-	}
-	return (int) n;
+	return c >= 'A' && c <= 'Z' ? (unsigned char) (c - 'A' + 'a') : c;
 }
 
 /* Whether c is a letter, digit or hyphen (ASCII, already lower case). */
@@ -225,96 +57,122 @@ IsLdh(unsigned char c)
 }
 
 /*
- * Normalises one label (lower case ASCII, or punycode for non-ASCII) and
- * appends it to out at *o.
+ * Checks one ASCII label, lower-cases it and appends it to out at *o
+ * (after a dot unless it is the first).
  */
 static PwDomainStatus
 NormalizeLabel(const unsigned char *s, size_t len, char *out, size_t *o)
 {
-	int			ascii = 1;
 	char		label[64];
-	size_t		llen;
 
 	if (len == 0)
 		return PW_DOMAIN_EMPTY_LABEL;
+	if (len > 63)
+		return PW_DOMAIN_LABEL_TOO_LONG;
 	for (size_t i = 0; i < len; i++)
-		if (s[i] >= 0x80)
-			ascii = 0;
-	if (ascii)
 	{
-		if (len > 63)
-			return PW_DOMAIN_LABEL_TOO_LONG;
-		for (size_t i = 0; i < len; i++)
-		{
-			unsigned char c = s[i];
+		unsigned char c = AsciiLower(s[i]);
 
-			if (c >= 'A' && c <= 'Z')
-				c = (unsigned char) (c - 'A' + 'a');
-			if (!IsLdh(c))
-				return PW_DOMAIN_BAD_CHAR;
-			label[i] = (char) c;
-		}
-		llen = len;
+		if (!IsLdh(c))
+			return PW_DOMAIN_BAD_CHAR;
+		label[i] = (char) c;
 	}
-	else
-	{
-		uint32_t	cps[PW_LABEL_CPS];
-		int			ncps = Utf8Decode(s, len, cps, PW_LABEL_CPS);
-		int			plen;
-
-		if (ncps < 0)
-			return PW_DOMAIN_BAD_UTF8;
-		for (int i = 0; i < ncps; i++)
-		{
-			if (cps[i] >= 'A' && cps[i] <= 'Z')
-				cps[i] += 'a' - 'A';
-			if (cps[i] < 0x80 && !IsLdh((unsigned char) cps[i]))
-				return PW_DOMAIN_BAD_CHAR;
-			/* C1 controls, specials and non-characters are never valid */
-			if ((cps[i] >= 0x80 && cps[i] < 0xA0) || cps[i] == 0xFFFE ||
-				cps[i] == 0xFFFF || cps[i] == 0xFEFF)
-				return PW_DOMAIN_BAD_CHAR;
-		}
-		memcpy(label, "xn--", 4);
-		plen = PunyEncode(cps, (size_t) ncps, label + 4, sizeof(label) - 4);
-		if (plen < 0)
-			return PW_DOMAIN_LABEL_TOO_LONG;
-		llen = 4 + (size_t) plen;
-	}
-	if (label[0] == '-' || label[llen - 1] == '-')
+	if (label[0] == '-' || label[len - 1] == '-')
 		return PW_DOMAIN_BAD_HYPHEN;
-	if (*o + (*o > 0 ? 1 : 0) + llen > PW_DOMAIN_MAX)
+	if (*o + (*o > 0 ? 1 : 0) + len > PW_DOMAIN_MAX)
 		return PW_DOMAIN_TOO_LONG;
 	if (*o > 0)
 		out[(*o)++] = '.';
-	memcpy(out + *o, label, llen);
-	*o += llen;
+	memcpy(out + *o, label, len);
+	*o += len;
 	out[*o] = '\0';
 	return PW_DOMAIN_OK;
 }
 
 /*
- * Validates a domain or host name and writes its normal form to out (at
- * least PW_NAME_BUF bytes): lower case, no trailing dot, IDN labels as
- * punycode A-labels.  Requires two or more LDH labels of 1..63 octets, no
- * label starting or ending with a hyphen, at most 253 octets, and a top
- * label that is not all digits (so IP literals are refused).
+ * Normalises an ASCII name without its trailing dot into out: the LDH rules
+ * of each label, two or more labels, a top label that is not all digits.
+ */
+static PwDomainStatus
+NormalizeLabels(const unsigned char *s, size_t len, char *out)
+{
+	size_t		o = 0;
+	size_t		start = 0;
+	int			labels = 0;
+	const char *tld;
+
+	for (size_t i = 0; i <= len; i++)
+	{
+		if (i == len || s[i] == '.')
+		{
+			PwDomainStatus st = NormalizeLabel(s + start, i - start, out, &o);
+
+			if (st != PW_DOMAIN_OK)
+				return st;
+			labels++;
+			start = i + 1;
+		}
+	}
+	if (labels < 2)
+		return PW_DOMAIN_SINGLE_LABEL;
+	tld = strrchr(out, '.') + 1;
+	if (strspn(tld, "0123456789") == strlen(tld))
+		return PW_DOMAIN_NUMERIC_TLD;
+	return PW_DOMAIN_OK;
+}
+
+/* The status of a libidn2 error. */
+static PwDomainStatus
+IdnStatus(int rc)
+{
+	switch (rc)
+	{
+		case IDN2_MALLOC:
+			return PW_DOMAIN_NO_MEMORY;
+		case IDN2_ENCODING_ERROR:
+			return PW_DOMAIN_BAD_UTF8;
+		case IDN2_TOO_BIG_DOMAIN:
+			return PW_DOMAIN_TOO_LONG;
+		case IDN2_TOO_BIG_LABEL:
+		case IDN2_PUNYCODE_BIG_OUTPUT:
+			return PW_DOMAIN_LABEL_TOO_LONG;
+		case IDN2_DISALLOWED:
+		case IDN2_UNASSIGNED:
+			return PW_DOMAIN_BAD_CHAR;
+		case IDN2_HYPHEN_STARTEND:
+			return PW_DOMAIN_BAD_HYPHEN;
+		default:
+			return PW_DOMAIN_BAD_IDN;
+	}
+}
+
+/*
+ * Validates a domain or host name in UTF-8 and writes its normal form to
+ * out (at least PW_NAME_BUF bytes): lower case, no trailing dot, IDN labels
+ * as A-labels.  A name with a non-ASCII character goes through libidn2
+ * first: IDNA2008 with the non-transitional UTS #46 mapping (case folding,
+ * NFC, ignored characters dropped, ideographic full stops as dots) and
+ * IDNA2008's rules on every label.  Then every name needs two or more LDH
+ * labels of 1..63 octets, no label starting or ending with a hyphen, at
+ * most 253 octets, and a top label that is not all digits (so IP literals
+ * are refused).
  */
 PwDomainStatus
 PwDomainNormalize(const char *in, size_t len, char *out)
 {
 	const unsigned char *s = (const unsigned char *) in;
-	char	   *lowered = NULL;
 	char		copy[PW_INPUT_MAX + 1];
-	size_t		o = 0;
-	size_t		start = 0;
-	int			labels = 0;
+	char	   *mapped = NULL;
+	int			dotted = 0;
 	int			nonascii = 0;
-	PwDomainStatus st = PW_DOMAIN_OK;
+	PwDomainStatus st;
 
 	out[0] = '\0';
 	if (len > 0 && s[len - 1] == '.')
+	{
 		len--;
+		dotted = 1;
+	}
 	if (len == 0)
 		return PW_DOMAIN_EMPTY;
 	if (len > PW_INPUT_MAX)
@@ -328,42 +186,27 @@ PwDomainNormalize(const char *in, size_t len, char *out)
 	}
 	if (nonascii)
 	{
-		/* Unicode lower-casing through libpsl, then our own encoder */
+		int			rc;
+
+		/* ASCII outside LDH is never valid: refused as in ASCII names */
+		for (size_t i = 0; i < len; i++)
+			if (s[i] < 0x80 && s[i] != '.' && !IsLdh(AsciiLower(s[i])))
+				return PW_DOMAIN_BAD_CHAR;
 		memcpy(copy, in, len);
 		copy[len] = '\0';
-		if (Utf8Decode(s, len, NULL, PW_INPUT_MAX) < 0)
-			return PW_DOMAIN_BAD_UTF8;
-		if (psl_str_to_utf8lower(copy, "utf-8", NULL, &lowered) == PSL_SUCCESS &&
-			lowered != NULL && strlen(lowered) <= PW_INPUT_MAX)
-		{
-			len = strlen(lowered);
-			memcpy(copy, lowered, len + 1);
-		}
-		if (lowered)
-			psl_free_string(lowered);
-		s = (const unsigned char *) copy;
+		rc = idn2_lookup_u8((const uint8_t *) copy, (uint8_t **) &mapped,
+							IDN2_NONTRANSITIONAL);
+		if (rc != IDN2_OK)
+			return IdnStatus(rc);
+		s = (const unsigned char *) mapped;
+		len = strlen(mapped);
+		/* one trailing full stop of any kind ends the name */
+		if (!dotted && len > 0 && s[len - 1] == '.')
+			len--;
 	}
-
-	for (size_t i = 0; i <= len; i++)
-	{
-		if (i == len || s[i] == '.')
-		{
-			st = NormalizeLabel(s + start, i - start, out, &o);
-			if (st != PW_DOMAIN_OK)
-				break;
-			labels++;
-			start = i + 1;
-		}
-	}
-	if (st == PW_DOMAIN_OK && labels < 2)
-		st = PW_DOMAIN_SINGLE_LABEL;
-	if (st == PW_DOMAIN_OK)
-	{
-		const char *tld = strrchr(out, '.') + 1;
-
-		if (strspn(tld, "0123456789") == strlen(tld))
-			st = PW_DOMAIN_NUMERIC_TLD;
-	}
+	st = NormalizeLabels(s, len, out);
+	if (mapped)
+		idn2_free(mapped);
 	if (st != PW_DOMAIN_OK)
 		out[0] = '\0';
 	return st;
@@ -395,6 +238,12 @@ PwDomainStatusText(PwDomainStatus status)
 			return "all-numeric top-level label";
 		case PW_DOMAIN_BAD_UTF8:
 			return "invalid UTF-8";
+		case PW_DOMAIN_BAD_IDN:
+			return "not a valid internationalised name (IDNA2008)";
+		case PW_DOMAIN_NOT_UNICODE:
+			return "character without a Unicode equivalent in the database encoding";
+		case PW_DOMAIN_NO_MEMORY:
+			return "out of memory";
 	}
 	return "unknown";
 }

@@ -15,6 +15,8 @@
 #define PW_DOMAIN_MAX 253
 /* Buffer size for a normalised name or a label ("mx:" + name + NUL) */
 #define PW_NAME_BUF 260
+/* Longest input PwDomainNormalize() accepts before normalisation (bytes) */
+#define PW_INPUT_MAX 1024
 
 /* Results of PwDomainNormalize() */
 typedef enum PwDomainStatus
@@ -28,7 +30,10 @@ typedef enum PwDomainStatus
 	PW_DOMAIN_BAD_HYPHEN,
 	PW_DOMAIN_SINGLE_LABEL,
 	PW_DOMAIN_NUMERIC_TLD,
-	PW_DOMAIN_BAD_UTF8
+	PW_DOMAIN_BAD_UTF8,
+	PW_DOMAIN_BAD_IDN,			/* IDNA2008 refuses it (libidn2) */
+	PW_DOMAIN_NOT_UNICODE,		/* not convertible from the database encoding */
+	PW_DOMAIN_NO_MEMORY			/* libidn2 could not allocate */
 } PwDomainStatus;
 
 /* One MX host suffix rule: a host equal to or under suffix gets label */

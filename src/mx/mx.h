@@ -127,6 +127,7 @@ extern void PwDnsProcessStop(PwDnsProcess *proc);
 /* classify.c */
 extern void PwSuffixRulesLoad(MemoryContext cxt, PwSuffixRule **rules,
 							  size_t *nrules);
+extern PwDomainStatus MxDomainNormalize(const char *name, size_t len, char *out);
 
 /* Counts of one tagging run */
 typedef struct PwMxTagCounts

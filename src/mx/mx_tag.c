@@ -421,12 +421,15 @@ FetchBatch(Portal portal, int want, TagBatch *batch)
 		job->tids = isnull ? (Datum) 0 : datumCopy(job->tids, false, -1);
 		job->cached = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
 		job->step = PW_STEP_MX;
-		st = PwDomainNormalize(job->domain, strlen(job->domain), job->qname);
+		st = MxDomainNormalize(job->domain, strlen(job->domain), job->qname);
 		if (st != PW_DOMAIN_OK)
 		{
+			/* a name not in Unicode may be a valid one: failed, not none */
+			bool		unicode = st != PW_DOMAIN_NOT_UNICODE;
+
 			job->step = PW_STEP_DONE;
-			job->outcome = PW_OUT_INVALID;
-			job->label = "none";
+			job->outcome = unicode ? PW_OUT_INVALID : PW_OUT_FAILED;
+			job->label = unicode ? "none" : NULL;
 			job->error = PwDomainStatusText(st);
 		}
 	}
@@ -682,7 +685,7 @@ pw_resolve_mx(PG_FUNCTION_ARGS)
 	struct ares_mx_reply **sorted;
 	int			n = 0;
 
-	st = PwDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), qname);
+	st = MxDomainNormalize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), qname);
 	if (st != PW_DOMAIN_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -2,14 +2,17 @@
  *
  * fuzz_domain.c
  *	  libFuzzer harness for the domain-name validator and normaliser
- *	  (PwDomainNormalize in src/classify_core.c: LDH rules, UTF-8
- *	  decoding, Unicode lower-casing through libpsl, punycode encoding).
+ *	  (PwDomainNormalize in src/mx/classify_core.c: LDH rules, and for
+ *	  names with non-ASCII characters IDNA2008 with the UTS #46 mapping
+ *	  through libidn2).
  *
- * Checks, besides memory safety: a refused name leaves an empty output; an
- * accepted one is a well-formed LDH name of at most 253 octets whose labels
- * are 1..63 octets without edge hyphens, with at least two labels and a
- * non-numeric top label; and normalising the output again gives the same
- * output (the normal form is a fixed point).
+ * Checks, besides memory safety and leaks: a refused name leaves an empty
+ * output; an accepted one is a well-formed LDH name of at most 253 octets
+ * whose labels are 1..63 octets without edge hyphens, with at least two
+ * labels and a non-numeric top label; normalising the output again gives
+ * the same output (the normal form is a fixed point); and upper-casing the
+ * input's ASCII letters changes nothing (the mapping folds case before any
+ * rule looks at the name).
  *
  *-------------------------------------------------------------------------
  */
@@ -87,6 +90,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	text = PwDomainStatusText(st);
 	Check(text != NULL && strcmp(text, "unknown") != 0, "status text", "");
 	Check(memchr(out, '\0', sizeof(out)) != NULL, "unterminated output", "");
+	/* the same name with its ASCII letters in upper case */
+	for (size_t i = 0; i < size; i++)
+		if (in[i] >= 'a' && in[i] <= 'z')
+			in[i] = (char) (in[i] - 'a' + 'A');
+	Check(PwDomainNormalize(in, size, again) == st && strcmp(out, again) == 0,
+		  "case changes the result", out);
 	if (st != PW_DOMAIN_OK)
 		Check(out[0] == '\0', "output left on failure", out);
 	else

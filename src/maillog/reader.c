@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * maillog.c
+ * reader.c
  *	  pw.read_maillog(): Postfix mail.log files as a table, read with large
  *	  buffered reads and parsed in C (maillog_parse.c), restricted to the
- *	  directory named by pw_deliverability.maillog_directory.
+ *	  directory named by pw_deliverability.maillog_directory (path.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -21,7 +21,6 @@
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -38,8 +37,6 @@ PG_FUNCTION_INFO_V1(pw_maillog_last_read);
 
 #define READ_MAILLOG_COLS 13
 
-static char *maillog_directory = NULL;
-
 /* The last read of this backend, for pw.maillog_last_read() */
 static MaillogReadStats last_read;
 static bool last_read_valid = false;
@@ -52,133 +49,6 @@ typedef struct TimeConv
 	int			cache_key;		/* y/m/d/h of the cached zone offset, or -1 */
 	int			cache_tz;
 } TimeConv;
-
-/* Registers the pw_deliverability.maillog_directory GUC. */
-void
-MaillogInit(void)
-{
-	DefineCustomStringVariable(PW_GUC_PREFIX ".maillog_directory",
-							   "Directory whose files pw.read_maillog() and pw.ingest_maillog() may read.",
-							   "Empty disables reading mail logs.  Paths are resolved "
-							   "(symbolic links, \"..\") and must stay inside it.",
-							   &maillog_directory,
-							   "",
-							   PGC_SUSET,
-							   0,
-							   NULL, NULL, NULL);
-}
-
-/* Whether path lies strictly below directory dir (both canonical). */
-static bool
-PathInside(const char *path, const char *dir)
-{
-	size_t		dirlen = strlen(dir);
-
-	if (dirlen == 1 && dir[0] == '/')
-		return path[0] == '/' && path[1] != '\0';
-	return strncmp(path, dir, dirlen) == 0 && path[dirlen] == '/' &&
-		path[dirlen + 1] != '\0';
-}
-
-/* Refuses a path outside pw_deliverability.maillog_directory. */
-static void
-OutsideError(const char *path)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("mail log \"%s\" is outside %s.maillog_directory", path, PW_GUC_PREFIX),
-			 errhint("Only files inside the directory named by %s.maillog_directory can be read; \"..\" and symbolic links leading out of it are refused.",
-					 PW_GUC_PREFIX)));
-}
-
-/*
- * Opens a mail log (already resolved, never through a symbolic link) for
- * reading as a transient file and fills *sb from the open descriptor; errors
- * name the file.
- */
-int
-MaillogOpen(const char *canon, struct stat *sb)
-{
-	int			fd = OpenTransientFile(canon, O_RDONLY | O_NOFOLLOW | PG_BINARY);
-
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open mail log \"%s\": %m", canon)));
-	if (fstat(fd, sb) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat mail log \"%s\": %m", canon)));
-	return fd;
-}
-
-/*
- * Resolves a mail log path and checks that it lies inside
- * pw_deliverability.maillog_directory; relative paths are taken relative to
- * that directory.  Returns the canonical path, palloc'd.
- */
-char *
-MaillogResolvePath(const char *path)
-{
-	char	   *dir;
-	char	   *full;
-	char	   *canon;
-	char	   *resolved;
-	if (maillog_directory == NULL || maillog_directory[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("reading mail logs is disabled"),
-				 errhint("A superuser sets %s.maillog_directory to the directory holding the mail logs.",
-						 PW_GUC_PREFIX)));
-	if (path == NULL || path[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("mail log path must not be empty")));
-
-	resolved = realpath(maillog_directory, NULL);
-	if (resolved == NULL)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not resolve %s.maillog_directory \"%s\": %m",
-						PW_GUC_PREFIX, maillog_directory)));
-	dir = pstrdup(resolved);
-	free(resolved);
-
-	if (is_absolute_path(path))
-		full = pstrdup(path);
-	else
-		full = psprintf("%s/%s", dir, path);
-
-	resolved = realpath(full, NULL);
-	if (resolved == NULL)
-	{
-		int			save_errno = errno;
-		char	   *lexical = pstrdup(full);
-		char	   *confdir = pstrdup(maillog_directory);
-
-		/* say nothing about the existence of files outside the directory */
-		canonicalize_path(lexical);
-		canonicalize_path(confdir);
-		if (!PathInside(lexical, dir) && !PathInside(lexical, confdir))
-			OutsideError(path);
-		errno = save_errno;
-		if (errno == ENOENT || errno == ENOTDIR)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FILE),
-					 errmsg("mail log \"%s\" does not exist", path)));
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not resolve mail log path \"%s\": %m", path)));
-	}
-	canon = pstrdup(resolved);
-	free(resolved);
-
-	if (!PathInside(canon, dir))
-		OutsideError(path);
-	pfree(full);
-	pfree(dir);
-	return canon;
-}
 
 /* The stats of this backend's last read, or NULL. */
 const MaillogReadStats *
