@@ -38,7 +38,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl lib
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl libidn2)
 
-EXTRA_CLEAN = tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = test/unit/build tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -85,7 +85,7 @@ TMP_INSTALL = $(CURDIR)/tmp_install
 TMP_BINDIR = $(TMP_INSTALL)$(PG_BINDIR)
 PROVE_TESTS ?= test/t/*.pl
 
-.PHONY: test temp-install regress-check tap-check demo
+.PHONY: test unit-check temp-install regress-check tap-check demo
 
 ifdef PW_AS_ROOT
 # PostgreSQL refuses to run as root: run as postgres in a copy of the tree
@@ -97,7 +97,7 @@ test demo:
 installcheck:
 	test/lib/postgres_copy.sh $(MAKE) $@
 else
-test: temp-install regress-check tap-check
+test: unit-check temp-install regress-check tap-check
 	@echo "pw_deliverability: all tests passed"
 
 demo: temp-install
@@ -112,6 +112,19 @@ temp-install: all
 	cp -a $(dir $(PG_PKGLIBDIR)). $(TMP_INSTALL)$(dir $(PG_PKGLIBDIR))
 	cp -a $(PG_SHAREDIR) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
 	$(MAKE) install DESTDIR=$(TMP_INSTALL) >/dev/null
+
+# PostgreSQL-free unit tests (test/unit/test_NAME.c against its sources)
+UNIT_TESTS = allowance
+UNIT_SRC_allowance = src/select/allowance.c
+UNIT_BUILD = $(CURDIR)/test/unit/build
+$(UNIT_BUILD)/test_allowance: $(UNIT_SRC_allowance)
+
+$(UNIT_BUILD)/test_%: test/unit/test_%.c $(PW_HEADERS)
+	@mkdir -p $(UNIT_BUILD)
+	$(CC) -std=c99 -O1 -g -Wall -Wextra -Werror -I$(srcdir)/src -o $@ $< $(UNIT_SRC_$*) -lm
+
+unit-check: $(UNIT_TESTS:%=$(UNIT_BUILD)/test_%)
+	@set -e; for t in $(UNIT_TESTS); do $(UNIT_BUILD)/test_$$t; done
 
 regress-check:
 	$(pg_regress_installcheck) --bindir=$(TMP_BINDIR) --temp-instance=./tmp_check $(REGRESS_OPTS) $(REGRESS)

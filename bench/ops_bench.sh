@@ -31,16 +31,8 @@ psql_q -c "SELECT pw_generate_carriers($CARRIERS, seed => 42)" >/dev/null
 psql_q -At -c "SELECT * FROM pw.create_selection_indexes('default')" >/dev/null
 psql_q -c 'VACUUM ANALYZE fmcsa_carriers'
 
-# three days of outcomes for every operator: 2% of them over the bounce
-# threshold, 3% over the deferral threshold
+psql_q -f "$SRC/bench/outcomes.sql" >/dev/null
 psql_q -At <<'EOF'
-INSERT INTO pw.maillog_daily (day, mx_provider, profile, sent, deferred, bounced)
-SELECT current_date - d, l.mx, '', 100,
-       CASE WHEN l.n % 33 = 1 THEN 40 ELSE 2 END,
-       CASE WHEN l.n % 50 = 0 THEN 20 ELSE 1 END
-  FROM (SELECT mx_provider AS mx, row_number() OVER (ORDER BY mx_provider) AS n
-          FROM (SELECT DISTINCT mx_provider FROM fmcsa_carriers WHERE mx_provider IS NOT NULL) x) l,
-       generate_series(0, 2) AS d;
 SELECT 'operators with outcomes: ' || count(DISTINCT mx_provider) || ', rows ' || count(*)
   FROM pw.maillog_daily;
 SELECT 'braked (default): ' || count(*) FILTER (WHERE action = 'paused') || ' paused, '

@@ -103,6 +103,27 @@ SELECT '   capped day 17: selected ' || (SELECT count(*) FROM pw.select_sendable
 EOF
 
 echo
+echo "== with the reputation brake: bench/outcomes.sql (three days of outcomes for"
+echo "   every operator, 2% over the bounce threshold, 3% over the deferral one)"
+psql_q -f "$SRC/bench/outcomes.sql" >/dev/null
+psql_q -At -c "SELECT '   braked (default): ' || count(*) FILTER (WHERE action = 'paused') || ' paused, '
+       || count(*) FILTER (WHERE action = 'slowed') || ' slowed of ' || count(*) || ' operators'
+  FROM pw.brake_status('default')"
+printf '   %-9s %4s %9s %12s\n' profile day selected 'C ms'
+for p in default catchall; do
+	for d in 17 45; do
+		psql_q -At -F ' ' -c "SELECT (SELECT count(*) FROM pw.select_sendable_carriers($QUOTA, '$p', $d)),
+		       pw_bench_median('SELECT count(*) FROM pw.select_sendable_carriers($QUOTA, ''$p'', $d)', $RUNS)" |
+			while read -r sel cms; do printf '   %-9s %4s %9s %12s\n' "$p" "$d" "$sel" "$cms"; done
+	done
+done
+for q in "pw.brake_status('default')" "pw.braked_operators"; do
+	printf '   %-40s %8s ms\n' "SELECT * FROM $q" \
+		"$(psql_q -At -c "SELECT pw_bench_median('SELECT count(*) FROM $(echo "$q" | sed "s/'/''/g")', $RUNS)")"
+done
+psql_q -c 'DELETE FROM pw.maillog_daily' >/dev/null
+
+echo
 echo "== plan of the C function's candidate scan (catchall, day 17, first batch)"
 (psql_q <<EOF
 LOAD 'auto_explain';

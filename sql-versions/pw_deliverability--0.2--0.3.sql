@@ -15,6 +15,109 @@ ALTER TABLE pw.profiles
     ADD CONSTRAINT profiles_warmup_start_finite CHECK (isfinite(warmup_start)),
     ADD CONSTRAINT profiles_brake_window_days_max CHECK (brake_window_days <= 366);
 
+-- The reputation brake is judged once: pw.brake_status() gains braked_only
+-- (only the braked operators, summing only those a day of the window puts
+-- near a threshold), which the selection and pw.braked_operators use.
+DROP VIEW pw.braked_operators;
+DROP FUNCTION pw.brake_status(text);
+CREATE FUNCTION pw.brake_status(profile text DEFAULT 'default', braked_only boolean DEFAULT false)
+RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounced bigint,
+               sample bigint, bounce_rate numeric, deferral_rate numeric,
+               action text, reason text, since date)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH p AS (
+        SELECT p.name, p.brake_enabled, p.brake_window_days, p.brake_min_sample,
+               p.brake_bounce_rate, p.brake_deferral_rate, p.brake_slow_factor,
+               (p.brake_bounce_rate - 0.0001)::float8 AS bounce_floor,
+               (p.brake_deferral_rate - 0.0001)::float8 AS deferral_floor
+          FROM pw.profiles p WHERE p.name = brake_status.profile
+    ), near AS (
+        SELECT s.mx_provider
+          FROM pw.maillog_daily s, p
+         WHERE s.day > current_date - p.brake_window_days AND s.day <= current_date
+           AND s.profile IN (p.name, '') AND p.brake_enabled
+           AND (s.bounced::float8 > p.bounce_floor * (s.sent + s.bounced)::float8
+                OR s.deferred::float8 > p.deferral_floor * (s.sent + s.deferred + s.bounced)::float8)
+    ), o AS (
+        SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
+               min(d.day) FILTER (WHERE d.bounced > 0) AS first_bounce,
+               min(d.day) FILTER (WHERE d.deferred > 0) AS first_deferral
+          FROM pw.maillog_daily d, p
+         WHERE d.day > current_date - p.brake_window_days AND d.day <= current_date
+           AND d.profile IN (p.name, '')
+           AND d.mx_provider <> '(not a carrier)'
+           AND (NOT brake_status.braked_only OR d.mx_provider IN (SELECT n.mx_provider FROM near n))
+         GROUP BY d.mx_provider
+    ), r AS (
+        SELECT o.*, o.sent + o.deferred + o.bounced AS sample,
+               round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,
+               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS deferral_rate
+          FROM o
+    ), j AS (
+        SELECT r.*,
+               CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
+                    WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
+                    WHEN r.deferral_rate > p.brake_deferral_rate THEN 'slowed' END AS action
+          FROM r CROSS JOIN p
+    )
+    SELECT j.operator,
+           CASE WHEN j.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
+           j.sent, j.deferred, j.bounced, j.sample, j.bounce_rate, j.deferral_rate, j.action,
+           CASE j.action
+                WHEN 'paused'
+                THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',
+                            j.bounce_rate, p.brake_bounce_rate, j.sample, p.brake_window_days)
+                WHEN 'slowed'
+                THEN format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',
+                            j.deferral_rate, p.brake_deferral_rate, j.sample, p.brake_window_days,
+                            p.brake_slow_factor) END,
+           CASE j.action WHEN 'paused' THEN j.first_bounce
+                         WHEN 'slowed' THEN j.first_deferral END
+      FROM j CROSS JOIN p
+      LEFT JOIN pw.operators op ON op.label = j.operator
+     WHERE NOT brake_status.braked_only OR j.action IS NOT NULL
+     ORDER BY j.operator;
+END;
+
+-- The operators braked now, for every profile.
+CREATE VIEW pw.braked_operators AS
+SELECT p.name AS profile, b.operator, b.op_class, b.sample, b.bounce_rate, b.deferral_rate,
+       b.action, b.reason, b.since
+  FROM pw.profiles p
+ CROSS JOIN LATERAL pw.brake_status(p.name, braked_only => true) b;
+
+
+-- The daily caps are one rule: pw.daily_caps() (all of a profile's caps on a
+-- warmup day), which the selection loads and pw.daily_cap() reads.
+-- The daily caps of a profile on a warmup day, one rule for the selection
+-- and pw.daily_cap(): a row per operator class (operator NULL) with the
+-- class's ramp row of the greatest from_day <= the day, else the profile's
+-- default_daily_cap for the default class and 0 for any other; and a row per
+-- operator with an override in pw.operator_ramp (which wins over its class).
+CREATE FUNCTION pw.daily_caps(profile text, warmup_day integer)
+RETURNS TABLE (op_class text, operator text, daily_cap integer)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c.name, NULL::text,
+           coalesce((SELECT r.daily_cap FROM pw.warmup_ramp r
+                      WHERE r.profile = daily_caps.profile AND r.op_class = c.name
+                        AND r.from_day <= daily_caps.warmup_day
+                      ORDER BY r.from_day DESC LIMIT 1),
+                    CASE WHEN c.name = 'default'
+                         THEN (SELECT p.default_daily_cap FROM pw.profiles p
+                                WHERE p.name = daily_caps.profile)
+                         ELSE 0 END)
+      FROM (SELECT k.name FROM pw.operator_classes k UNION SELECT 'default') c
+    UNION ALL
+    SELECT NULL::text, o.operator, o.daily_cap
+      FROM (SELECT DISTINCT ON (r.operator) r.operator, r.daily_cap
+              FROM pw.operator_ramp r
+             WHERE r.profile = daily_caps.profile AND r.from_day <= daily_caps.warmup_day
+             ORDER BY r.operator, r.from_day DESC) o;
+END;
+
 -- The daily cap of one operator (label) under a profile on a warmup day;
 -- NULL for a profile that does not exist.
 CREATE OR REPLACE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
@@ -22,19 +125,10 @@ RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT coalesce(
-        (SELECT r.daily_cap FROM pw.operator_ramp r
-          WHERE r.profile = daily_cap.profile AND r.operator = daily_cap.label
-            AND r.from_day <= daily_cap.warmup_day
-          ORDER BY r.from_day DESC LIMIT 1),
-        (SELECT r.daily_cap FROM pw.warmup_ramp r
-          WHERE r.profile = daily_cap.profile
-            AND r.op_class = pw.operator_class(daily_cap.label)
-            AND r.from_day <= daily_cap.warmup_day
-          ORDER BY r.from_day DESC LIMIT 1),
-        CASE WHEN pw.operator_class(daily_cap.label) = 'default'
-             THEN (SELECT p.default_daily_cap FROM pw.profiles p
-                    WHERE p.name = daily_cap.profile)
-             ELSE 0 END)
+        (SELECT c.daily_cap FROM pw.daily_caps(daily_cap.profile, daily_cap.warmup_day) c
+          WHERE c.operator = daily_cap.label),
+        (SELECT c.daily_cap FROM pw.daily_caps(daily_cap.profile, daily_cap.warmup_day) c
+          WHERE c.operator IS NULL AND c.op_class = pw.operator_class(daily_cap.label)))
      WHERE EXISTS (SELECT 1 FROM pw.profiles p WHERE p.name = daily_cap.profile);
 END;
 

@@ -397,6 +397,33 @@ SELECT profile, op_class, from_day, daily_cap, true FROM (VALUES
     ('default', 'consumer', 60, 120)
 ) AS s (profile, op_class, from_day, daily_cap);
 
+-- The daily caps of a profile on a warmup day, one rule for the selection
+-- and pw.daily_cap(): a row per operator class (operator NULL) with the
+-- class's ramp row of the greatest from_day <= the day, else the profile's
+-- default_daily_cap for the default class and 0 for any other; and a row per
+-- operator with an override in pw.operator_ramp (which wins over its class).
+CREATE FUNCTION pw.daily_caps(profile text, warmup_day integer)
+RETURNS TABLE (op_class text, operator text, daily_cap integer)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c.name, NULL::text,
+           coalesce((SELECT r.daily_cap FROM pw.warmup_ramp r
+                      WHERE r.profile = daily_caps.profile AND r.op_class = c.name
+                        AND r.from_day <= daily_caps.warmup_day
+                      ORDER BY r.from_day DESC LIMIT 1),
+                    CASE WHEN c.name = 'default'
+                         THEN (SELECT p.default_daily_cap FROM pw.profiles p
+                                WHERE p.name = daily_caps.profile)
+                         ELSE 0 END)
+      FROM (SELECT k.name FROM pw.operator_classes k UNION SELECT 'default') c
+    UNION ALL
+    SELECT NULL::text, o.operator, o.daily_cap
+      FROM (SELECT DISTINCT ON (r.operator) r.operator, r.daily_cap
+              FROM pw.operator_ramp r
+             WHERE r.profile = daily_caps.profile AND r.from_day <= daily_caps.warmup_day
+             ORDER BY r.operator, r.from_day DESC) o;
+END;
+
 -- The daily cap of one operator (label) under a profile on a warmup day;
 -- NULL for a profile that does not exist.
 CREATE FUNCTION pw.daily_cap(profile text, label text, warmup_day integer)
@@ -404,19 +431,10 @@ RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT coalesce(
-        (SELECT r.daily_cap FROM pw.operator_ramp r
-          WHERE r.profile = daily_cap.profile AND r.operator = daily_cap.label
-            AND r.from_day <= daily_cap.warmup_day
-          ORDER BY r.from_day DESC LIMIT 1),
-        (SELECT r.daily_cap FROM pw.warmup_ramp r
-          WHERE r.profile = daily_cap.profile
-            AND r.op_class = pw.operator_class(daily_cap.label)
-            AND r.from_day <= daily_cap.warmup_day
-          ORDER BY r.from_day DESC LIMIT 1),
-        CASE WHEN pw.operator_class(daily_cap.label) = 'default'
-             THEN (SELECT p.default_daily_cap FROM pw.profiles p
-                    WHERE p.name = daily_cap.profile)
-             ELSE 0 END)
+        (SELECT c.daily_cap FROM pw.daily_caps(daily_cap.profile, daily_cap.warmup_day) c
+          WHERE c.operator = daily_cap.label),
+        (SELECT c.daily_cap FROM pw.daily_caps(daily_cap.profile, daily_cap.warmup_day) c
+          WHERE c.operator IS NULL AND c.op_class = pw.operator_class(daily_cap.label)))
      WHERE EXISTS (SELECT 1 FROM pw.profiles p WHERE p.name = daily_cap.profile);
 END;
 

@@ -38,21 +38,31 @@ RETURN coalesce((SELECT m.profile FROM pw.maillogs m
 -- "since" is the first day of the window with an outcome of the kind that
 -- triggered the brake: the brake lifts once the window has moved past the
 -- days that triggered it and the rates are back under the thresholds.
-CREATE FUNCTION pw.brake_status(profile text DEFAULT 'default')
+-- With braked_only, only the braked operators come back (the selection
+-- applies them), and only the operators that may be braked are summed: the
+-- rate of a sum of days lies between the rates of its days, so an operator
+-- whose (rounded) rate over the window is over a threshold has a day whose
+-- rate is over the threshold minus 0.00005; days are prefiltered against
+-- the threshold minus 0.0001 (in float8, far within that margin).
+CREATE FUNCTION pw.brake_status(profile text DEFAULT 'default', braked_only boolean DEFAULT false)
 RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounced bigint,
                sample bigint, bounce_rate numeric, deferral_rate numeric,
                action text, reason text, since date)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     WITH p AS (
-        -- the columns listed, not *: a column added to pw.profiles later
-        -- would otherwise be in a fresh install's function only
-        SELECT p.name, p.warmup_start, p.exclude_until_day, p.skip_big_mx,
-               p.include_catch_all, p.per_op_run_cap, p.null_run_cap, p.default_daily_cap,
-               p.sent_column, p.sendable_results, p.note, p.purpose, p.brake_enabled,
-               p.brake_window_days, p.brake_min_sample, p.brake_bounce_rate,
-               p.brake_deferral_rate, p.brake_slow_factor
+        SELECT p.name, p.brake_enabled, p.brake_window_days, p.brake_min_sample,
+               p.brake_bounce_rate, p.brake_deferral_rate, p.brake_slow_factor,
+               (p.brake_bounce_rate - 0.0001)::float8 AS bounce_floor,
+               (p.brake_deferral_rate - 0.0001)::float8 AS deferral_floor
           FROM pw.profiles p WHERE p.name = brake_status.profile
+    ), near AS (
+        SELECT s.mx_provider
+          FROM pw.maillog_daily s, p
+         WHERE s.day > current_date - p.brake_window_days AND s.day <= current_date
+           AND s.profile IN (p.name, '') AND p.brake_enabled
+           AND (s.bounced::float8 > p.bounce_floor * (s.sent + s.bounced)::float8
+                OR s.deferred::float8 > p.deferral_floor * (s.sent + s.deferred + s.bounced)::float8)
     ), o AS (
         SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,
                sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
@@ -62,34 +72,37 @@ BEGIN ATOMIC
          WHERE d.day > current_date - p.brake_window_days AND d.day <= current_date
            AND d.profile IN (p.name, '')
            AND d.mx_provider <> '(not a carrier)'
+           AND (NOT brake_status.braked_only OR d.mx_provider IN (SELECT n.mx_provider FROM near n))
          GROUP BY d.mx_provider
     ), r AS (
         SELECT o.*, o.sent + o.deferred + o.bounced AS sample,
                round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,
                round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS deferral_rate
           FROM o
+    ), j AS (
+        SELECT r.*,
+               CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
+                    WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
+                    WHEN r.deferral_rate > p.brake_deferral_rate THEN 'slowed' END AS action
+          FROM r CROSS JOIN p
     )
-    SELECT r.operator,
-           CASE WHEN r.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
-           r.sent, r.deferred, r.bounced, r.sample, r.bounce_rate, r.deferral_rate,
-           CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
-                WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
-                WHEN r.deferral_rate > p.brake_deferral_rate THEN 'slowed' END,
-           CASE WHEN NOT p.brake_enabled THEN NULL
-                WHEN r.sample < p.brake_min_sample THEN NULL
-                WHEN r.bounce_rate > p.brake_bounce_rate
+    SELECT j.operator,
+           CASE WHEN j.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
+           j.sent, j.deferred, j.bounced, j.sample, j.bounce_rate, j.deferral_rate, j.action,
+           CASE j.action
+                WHEN 'paused'
                 THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',
-                            r.bounce_rate, p.brake_bounce_rate, r.sample, p.brake_window_days)
-                WHEN r.deferral_rate > p.brake_deferral_rate
+                            j.bounce_rate, p.brake_bounce_rate, j.sample, p.brake_window_days)
+                WHEN 'slowed'
                 THEN format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',
-                            r.deferral_rate, p.brake_deferral_rate, r.sample, p.brake_window_days,
+                            j.deferral_rate, p.brake_deferral_rate, j.sample, p.brake_window_days,
                             p.brake_slow_factor) END,
-           CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
-                WHEN r.bounce_rate > p.brake_bounce_rate THEN r.first_bounce
-                WHEN r.deferral_rate > p.brake_deferral_rate THEN r.first_deferral END
-      FROM r CROSS JOIN p
-      LEFT JOIN pw.operators op ON op.label = r.operator
-     ORDER BY r.operator;
+           CASE j.action WHEN 'paused' THEN j.first_bounce
+                         WHEN 'slowed' THEN j.first_deferral END
+      FROM j CROSS JOIN p
+      LEFT JOIN pw.operators op ON op.label = j.operator
+     WHERE NOT brake_status.braked_only OR j.action IS NOT NULL
+     ORDER BY j.operator;
 END;
 
 -- The operators braked now, for every profile.
@@ -97,8 +110,7 @@ CREATE VIEW pw.braked_operators AS
 SELECT p.name AS profile, b.operator, b.op_class, b.sample, b.bounce_rate, b.deferral_rate,
        b.action, b.reason, b.since
   FROM pw.profiles p
- CROSS JOIN LATERAL pw.brake_status(p.name) b
- WHERE b.action IS NOT NULL;
+ CROSS JOIN LATERAL pw.brake_status(p.name, braked_only => true) b;
 
 -- ---------------------------------------------------------------------------
 -- Reporting

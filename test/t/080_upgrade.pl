@@ -176,12 +176,9 @@ is($node->safe_psql('up', q{
 	'c:t,o.acme:f,o.google:t,p.default:f,p.mine:f,p.verify:t,w.default1:f,w.default8:t',
 	'rows edited or added under 0.1 are the user\'s, untouched defaults stay seeded');
 
-# Behaviour of 0.2 on the updated install.
-my $comp = $node->safe_psql('up', q{
-    SELECT count(*) > 0, bool_and(brake IS NULL OR brake <> '') FROM pw.selection_composition(200, 'default', 60)});
-is($comp, 't|t', 'selection_composition has the brake columns');
-ok($node->safe_psql('up', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'default', 60)}) > 0,
-	'selection works');
+# Behaviour of 0.2 on the updated install (the selection, whose library
+# reads pw.brake_status(profile, braked_only) and pw.daily_caps() of the
+# current version, is checked after the update to it, below).
 is($node->safe_psql('up', q{
     SELECT to_regprocedure('pw.schedule_jobs(text,text,text,integer)') IS NOT NULL,
            to_regprocedure('pw.unschedule_jobs()') IS NOT NULL,
@@ -210,6 +207,13 @@ $node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE});
 is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
 	$node->safe_psql('up', q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'}),
 	'updated to the default version');
+
+# The selection on the updated install.
+my $comp = $node->safe_psql('up', q{
+    SELECT count(*) > 0, bool_and(brake IS NULL OR brake <> '') FROM pw.selection_composition(200, 'default', 60)});
+is($comp, 't|t', 'selection_composition has the brake columns');
+ok($node->safe_psql('up', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'default', 60)}) > 0,
+	'selection works');
 
 # --- catalog of an updated install == a fresh install of the current version ----
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
