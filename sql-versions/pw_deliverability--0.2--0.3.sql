@@ -162,3 +162,19 @@ BEGIN
     RETURN added > 0;
 END
 $$;
+
+-- the hint of pw.require_pg_cron() points at docs/operations.md
+-- Fails unless pg_cron is installed in this database.
+CREATE OR REPLACE FUNCTION pw.require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Preload pg_cron (shared_preload_libraries), set cron.database_name to this '
+                         'database, and run CREATE EXTENSION pg_cron here; or schedule the jobs '
+                         'with another scheduler (see docs/operations.md).';
+    END IF;
+END
+$$;

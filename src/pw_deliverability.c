@@ -21,11 +21,11 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	CarriersInit();
+	PwCarriersInit();
 	MxResolverInit();
 	MxTagInit();
 	MxWorkerInit();
-	SelectInit();
+	SelInit();
 	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

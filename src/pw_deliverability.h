@@ -21,7 +21,7 @@
 #endif
 
 /* Module initialisation, called by _PG_init() */
-extern void CarriersInit(void);
+extern void PwCarriersInit(void);
 
 /* mx/ */
 extern void MxResolverInit(void);
@@ -29,7 +29,7 @@ extern void MxTagInit(void);
 extern void MxWorkerInit(void);
 
 /* select/ */
-extern void SelectInit(void);
+extern void SelInit(void);
 
 /* maillog/ */
 extern void MaillogInit(void);

@@ -28,7 +28,7 @@ PG_FUNCTION_INFO_V1(pw_carriers_check);
 
 /* Registers nothing yet: the contract is configuration as data. */
 void
-CarriersInit(void)
+PwCarriersInit(void)
 {
 }
 

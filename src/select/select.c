@@ -278,6 +278,6 @@ pw_selection_composition(PG_FUNCTION_ARGS)
 
 /* Registers nothing: selection has no GUCs. */
 void
-SelectInit(void)
+SelInit(void)
 {
 }

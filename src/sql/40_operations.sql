@@ -248,7 +248,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Preload pg_cron (shared_preload_libraries), set cron.database_name to this '
                          'database, and run CREATE EXTENSION pg_cron here; or schedule the jobs '
-                         'with another scheduler (see pw.schedule_jobs() in the README).';
+                         'with another scheduler (see docs/operations.md).';
     END IF;
 END
 $$;
