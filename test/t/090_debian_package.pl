@@ -61,6 +61,16 @@ chomp $version;
 like(basename($deb), qr/^postgresql-15-pw-deliverability_\Q$version\E_[a-z0-9]+\.deb$/,
 	"named after debian/changelog's version $version");
 
+# a native source package too (a native version has no Debian revision)
+my $srctree = "$base/source/pw-deliverability-$version";
+make_path($srctree);
+system("'$src/test/lib/tree_tar.sh' | tar -C '$srctree' -xf -") == 0
+  or BAIL_OUT('copying the tree failed');
+ok(IPC::Run::run([ 'dpkg-source', '-b', $srctree ], '>', \$stdout, '2>', \$stderr,
+		init => sub { chdir "$base/source" or die $!; }),
+	'dpkg-source -b builds the source package') or diag($stderr);
+ok(-f "$base/source/pw-deliverability_$version.tar.xz", 'a native source package');
+
 # --- control data -------------------------------------------------------------
 sub deb_field
 {
