@@ -8,6 +8,9 @@
 #                        private copy of the PostgreSQL installation
 #                        (tmp_install/), so nothing system-wide is touched
 #   make demo            the main job end to end on a throwaway cluster
+#   make deb             the Debian package postgresql-15-pw-deliverability
+#                        (debian/, pg_buildext), built in a copy of the tree
+#                        outside the checkout, into build/deb/
 #
 # make, make install and make installcheck only build and install: they
 # never install packages or change owners.  make test and make demo also
@@ -187,3 +190,13 @@ fuzz: fuzz-build
 
 sanitize:
 	PROVE_TESTS='$(PROVE_TESTS)' test/sanitize.sh
+
+# ---------------------------------------------------------------------------
+# make deb: dpkg-buildpackage -us -uc -b in a copy of the tree (the checkout
+# is not written but for DEB_DIR); docs/operations.md "Debian package"
+# ---------------------------------------------------------------------------
+DEB_DIR ?= $(CURDIR)/build/deb
+
+.PHONY: deb
+deb:
+	test/lib/build_deb.sh $(DEB_DIR)

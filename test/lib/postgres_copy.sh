@@ -36,13 +36,7 @@ dir=$("${as_postgres[@]}" mktemp -d "${TMPDIR:-/tmp}/pw_deliverability.XXXXXX")
 "${as_postgres[@]}" chmod 0755 "$dir"
 
 # read as root, written as postgres: the copy is postgres's, the tree untouched
-tar -C "$src" --exclude=./.git --exclude=./tmp_install --exclude=./tmp_check \
-	--exclude=./test/tmp_check --exclude=./results --exclude=./log \
-	--exclude=./regression.diffs --exclude=./regression.out \
-	--exclude=./tmp_sanitize --exclude=./tmp_valgrind --exclude=./test/fuzz/build \
-	--exclude=./bench/out --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
-	--exclude='./pw_deliverability--*.sql' -cf - . |
-	"${as_postgres[@]}" tar -C "$dir" -xf -
+"$src/test/lib/tree_tar.sh" | "${as_postgres[@]}" tar -C "$dir" -xf -
 
 echo "$0: running '$*' as postgres in $dir"
 rc=0
