@@ -312,6 +312,7 @@ for my $path ('evil, pg_catalog, public, pw', 'evil, public, pw')
 		q{SELECT * FROM pw.mx_backlog},
 		q{SELECT * FROM pw.mx_labels},
 		q{SELECT * FROM pw.mx_failing},
+		q{SELECT * FROM pw.mx_tag_progress},
 		q{SELECT pw.classify_mx(ARRAY['aspmx.l.google.com'])},
 		q{SELECT pw.registrable_domain('mx1.Mail.Example.co.uk')},
 		q{SELECT pw.domain_problem('bad_domain.example')},
