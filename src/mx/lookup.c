@@ -307,7 +307,7 @@ void
 MxLookupDomains(MxResolver *res, MemoryContext cxt, const MxSuffixRule *rules,
 				size_t nrules, MxDomainJob *jobs, int njobs)
 {
-	LookupState state;
+	LookupState	state;
 	LookupState *cs = &state;
 	int			next = 0;
 
