@@ -12,14 +12,8 @@ use Time::HiRes qw(usleep time);
 use PwTest;
 use PwFaultDns;
 
-my $node = pw_node('dnsfaults', conf => "pw_deliverability.worker_enabled = off\n"
+my $node = pw_tagging_node('dnsfaults', conf => "pw_deliverability.worker_enabled = off\n"
 	  . "restart_after_crash = on\n");
-$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
-$node->safe_psql('postgres', q{
-    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
-                                 mx_provider text, listmonk_sent_at timestamptz);
-    SELECT pw.create_tagging_index();
-});
 my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 # The cluster has not restarted (no backend crashed) since the test began.

@@ -15,14 +15,8 @@ use Time::HiRes qw(usleep time);
 use PwTest;
 use PwFaultDns;
 
-my $node = pw_node('retryprogress', conf => "pw_deliverability.database = 'postgres'\n"
+my $node = pw_tagging_node('retryprogress', conf => "pw_deliverability.database = 'postgres'\n"
 	  . "pw_deliverability.worker_enabled = off\n");
-$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
-$node->safe_psql('postgres', q{
-    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
-                                 mx_provider text, listmonk_sent_at timestamptz);
-    SELECT pw.create_tagging_index();
-});
 
 # --- retry within the run -----------------------------------------------------
 # the first two UDP queries of each lost*.test name are dropped: with
