@@ -170,6 +170,8 @@ RETURNS TABLE (pid integer, datid oid, background boolean, started timestamptz,
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'pw_mx_tag_progress_rows';
 
+REVOKE EXECUTE ON FUNCTION pw.mx_tag_progress_rows() FROM PUBLIC;
+
 CREATE VIEW pw.mx_tag_progress AS
 SELECT p.pid, p.datid, d.datname, p.background, p.started, p.phase, p.max_domains,
        p.domains_fetched, p.domains_looked_up, p.domains_tagged, p.domains_none,

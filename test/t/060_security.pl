@@ -82,6 +82,7 @@ my @denied = (
 	[ q{UPDATE pw.operators SET op_class = 'default'}, qr/permission denied for table operators/, 'reclassify operators' ],
 	[ q{SELECT * FROM pw.deliveries}, qr/permission denied for table deliveries/, 'read deliveries' ],
 	[ q{SELECT * FROM pw.mx_tag_progress}, qr/permission denied for view mx_tag_progress/, 'watch the tagging runs' ],
+	[ q{SELECT * FROM pw.mx_tag_progress_rows()}, qr/permission denied for function mx_tag_progress_rows/, 'read the tagging runs\' progress' ],
 	[ q{SELECT * FROM pw.select_sendable_carriers(10, 'default', 45, true)}, qr/permission denied/, 'claim carriers' ],
 	[ q{SET pw_deliverability.maillog_directory = '/'}, qr/permission denied to set parameter "pw_deliverability.maillog_directory"/, 'SET maillog_directory' ],
 	[ q{SELECT set_config('pw_deliverability.maillog_directory', '/etc', false)}, qr/permission denied to set parameter/, 'set_config maillog_directory' ],
