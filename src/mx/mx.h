@@ -127,7 +127,7 @@ typedef struct MxTagCounts
 	double		seconds;
 } MxTagCounts;
 
-extern void MxTagRun(int max_domains, MxTagCounts *counts);
+extern void MxTagRun(int max_domains, bool background, MxTagCounts *counts);
 extern bool MxTagInstalled(void);
 
 /* progress.c */

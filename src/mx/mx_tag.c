@@ -412,11 +412,12 @@ RunTagging(int max_domains, MxTagCounts *counts, MxTagProgress *progress)
  * propagates cached labels to the carriers still untagged.  With
  * dns_process on and more than one batch to do, a separate resolver process
  * looks up the next batch while this backend writes the current one.  The
- * run shows in pw.mx_tag_progress until it ends or fails.  Must be called
- * connected to SPI, inside a transaction; the caller commits.
+ * run shows in pw.mx_tag_progress until it ends or fails, as the background
+ * tagger's when background.  Must be called connected to SPI, inside a
+ * transaction; the caller commits.
  */
 void
-MxTagRun(int max_domains, MxTagCounts *counts)
+MxTagRun(int max_domains, bool background, MxTagCounts *counts)
 {
 	TimestampTz start = GetCurrentTimestamp();
 	MxTagProgress progress;
@@ -425,7 +426,7 @@ MxTagRun(int max_domains, MxTagCounts *counts)
 
 	memset(counts, 0, sizeof(*counts));
 	memset(&progress, 0, sizeof(progress));
-	MxProgressStart(max_domains, IsBackgroundWorker);
+	MxProgressStart(max_domains, background);
 	PG_TRY();
 	{
 		RunTagging(max_domains, counts, &progress);
