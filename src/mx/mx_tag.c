@@ -247,7 +247,6 @@ StartPipeline(TagPipeline *pl)
 	FetchDomainBatch(pl->portal, Min(pl->remaining, pl->batch_size), first);
 	pl->remaining -= first->njobs;
 	pl->progress.fetched += first->njobs;
-	MxProgressReport(MX_PHASE_LOOKUP, &pl->progress);
 	if (use_dns_process && pl->remaining > 0 && first->njobs == pl->batch_size)
 	{
 		pl->proc = MxDnsProcessStart(pl->rules, pl->nrules, tag_batch_size);
