@@ -58,6 +58,7 @@ static const char *const dns_settings[] = {
 	PW_GUC_PREFIX ".dns_timeout_ms",
 	PW_GUC_PREFIX ".dns_tries",
 	PW_GUC_PREFIX ".dns_max_qps",
+	PW_GUC_PREFIX ".dns_timeout_retries",
 };
 
 /* The backend's side of a resolver process */

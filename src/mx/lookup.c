@@ -32,6 +32,12 @@ typedef struct LookupState
 	MxDomainJob **queue;		/* jobs waiting for their next query */
 	int			qhead;
 	int			qtail;
+	MxDomainJob **retry;		/* a ring of the jobs whose query timed out,
+								 * sent again after the batch's new domains */
+	int			rhead;
+	int			nretry;
+	int			ringsize;
+	int			max_retries;	/* dns_timeout_retries */
 } LookupState;
 
 /* A job and the lookup it belongs to, as the callback argument */
@@ -75,6 +81,23 @@ QueueNextStep(LookupState *cs, MxDomainJob *job, MxJobStep next)
 {
 	job->step = next;
 	cs->queue[cs->qtail++] = job;
+}
+
+/*
+ * Queues a job whose query timed out to be sent again, unless it has had
+ * its dns_timeout_retries; returns false then.  A job is in the ring at
+ * most once (it is not in flight while there), so njobs slots suffice.
+ */
+static bool
+QueueRetry(LookupState *cs, MxDomainJob *job)
+{
+	if (job->timeouts >= cs->max_retries)
+		return false;
+	job->timeouts++;
+	Assert(cs->nretry < cs->ringsize);
+	cs->retry[(cs->rhead + cs->nretry) % cs->ringsize] = job;
+	cs->nretry++;
+	return true;
 }
 
 /* The implicit-MX label of a domain: "mx:" + its registrable domain. */
@@ -229,6 +252,8 @@ HandleJobAnswer(void *arg, int status, unsigned char *abuf, int alen)
 	}
 	else if (status == ARES_ENOTFOUND)
 		FinishJob(cs, job, MX_OUTCOME_NXDOMAIN, MX_LABEL_NONE, NULL);
+	else if (status == ARES_ETIMEOUT && QueueRetry(cs, job))
+		return;
 	else
 		FinishJob(cs, job, MX_OUTCOME_FAILED, NULL, MxDnsStatusText(status));
 }
@@ -247,9 +272,35 @@ SendJobQuery(LookupState *cs, MxDomainJob *job)
 }
 
 /*
+ * The next job to send a query for: follow-up queries (A, AAAA) first, then
+ * new domains, then the queries that timed out (at the end of the batch, so
+ * that a lost answer is asked for again after its server had time); NULL
+ * when none waits.
+ */
+static MxDomainJob *
+NextJobToSend(LookupState *cs, MxDomainJob *jobs, int njobs, int *next)
+{
+	MxDomainJob *job;
+
+	if (cs->qhead < cs->qtail)
+		return cs->queue[cs->qhead++];
+	while (*next < njobs && jobs[*next].step == MX_STEP_DONE)
+		(*next)++;
+	if (*next < njobs)
+		return &jobs[(*next)++];
+	if (cs->nretry == 0)
+		return NULL;
+	job = cs->retry[cs->rhead];
+	cs->rhead = (cs->rhead + 1) % cs->ringsize;
+	cs->nretry--;
+	return job;
+}
+
+/*
  * Looks up the jobs of a batch that are not done yet, in memory of cxt: up
  * to the concurrency limit in flight, follow-up queries (A, AAAA) before new
- * domains.  Each job ends with an outcome, a label (NULL when the lookup
+ * domains, and a query that timed out once more (dns_timeout_retries) after
+ * them.  Each job ends with an outcome, a label (NULL when the lookup
  * failed), its exchanges and an error text.
  */
 void
@@ -267,26 +318,28 @@ MxLookupDomains(MxResolver *res, MemoryContext cxt, const MxSuffixRule *rules,
 
 	cs->queue = MemoryContextAlloc(cs->cxt, sizeof(MxDomainJob *) * (2 * njobs + 1));
 	cs->qhead = cs->qtail = 0;
+	cs->ringsize = Max(njobs, 1);
+	cs->retry = MemoryContextAlloc(cs->cxt, sizeof(MxDomainJob *) * cs->ringsize);
+	cs->rhead = cs->nretry = 0;
+	cs->max_retries = MxResolverTimeoutRetries();
 	for (;;)
 	{
+		bool		waiting;
+
 		while (MxResolverCanSend(cs->res))
 		{
-			if (cs->qhead < cs->qtail)
-				SendJobQuery(cs, cs->queue[cs->qhead++]);
-			else
-			{
-				while (next < njobs && jobs[next].step == MX_STEP_DONE)
-					next++;
-				if (next >= njobs)
-					break;
-				SendJobQuery(cs, &jobs[next++]);
-			}
+			MxDomainJob *job = NextJobToSend(cs, jobs, njobs, &next);
+
+			if (job == NULL)
+				break;
+			SendJobQuery(cs, job);
 		}
 		while (next < njobs && jobs[next].step == MX_STEP_DONE)
 			next++;
-		if (MxResolverIdle(cs->res) && cs->qhead == cs->qtail && next >= njobs)
+		waiting = cs->qhead < cs->qtail || next < njobs || cs->nretry > 0;
+		if (MxResolverIdle(cs->res) && !waiting)
 			break;
-		MxResolverStep(cs->res, cs->qhead < cs->qtail || next < njobs);
+		MxResolverStep(cs->res, waiting);
 	}
 }
 

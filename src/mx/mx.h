@@ -12,6 +12,7 @@
  *	  mx_tag.c		the tagging run and its GUCs
  *	  mx_write.c	the tagging run's writes to pw.mx_domains and the carriers
  *	  mx_sql.c		pw.mx_tag() and pw.resolve_mx()
+ *	  progress.c	the progress of running tagging runs (pw.mx_tag_progress)
  *	  worker.c		the background MX tagger
  *
  *-------------------------------------------------------------------------
@@ -44,6 +45,7 @@ extern void MxResolverQuery(MxResolver *res, const char *name, int type,
 							MxDnsCallback cb, void *arg);
 extern void MxResolverStep(MxResolver *res, bool want_send);
 extern const char *MxDnsStatusText(int status);
+extern int	MxResolverTimeoutRetries(void);
 
 /* lookup.c */
 
@@ -77,6 +79,7 @@ typedef struct MxDomainJob
 	bool		cached;			/* in pw.mx_domains already */
 	char		qname[MX_NAME_BUF]; /* normalised name sent to DNS */
 	MxJobStep	step;
+	int			timeouts;		/* its queries that timed out so far */
 	const char *outcome;
 	char	   *label;
 	char	   *hosts;			/* exchanges in preference order, ' '-joined */
@@ -124,8 +127,37 @@ typedef struct MxTagCounts
 	double		seconds;
 } MxTagCounts;
 
-extern void MxTagRun(int max_domains, MxTagCounts *counts);
+extern void MxTagRun(int max_domains, bool background, MxTagCounts *counts);
 extern bool MxTagInstalled(void);
+
+/* progress.c */
+
+/* The phases of a tagging run, as pw.mx_tag_progress shows them */
+typedef enum MxTagPhase
+{
+	MX_PHASE_LOCK,
+	MX_PHASE_LOOKUP,
+	MX_PHASE_WRITE,
+	MX_PHASE_CACHED_LABELS
+} MxTagPhase;
+
+/* The counts of a running tagging run */
+typedef struct MxTagProgress
+{
+	int64		fetched;		/* domains read from the discovery query */
+	int64		looked_up;		/* ... whose lookup is done */
+	int64		tagged;			/* ... written with an operator label */
+	int64		none;			/* ... written with label none */
+	int64		failed;			/* ... written failed */
+	int64		written;		/* ... written to pw.mx_domains */
+	int64		carriers;		/* carriers labelled */
+	int64		batches;		/* batches written */
+} MxTagProgress;
+
+extern void MxProgressInit(void);
+extern void MxProgressStart(int max_domains, bool background);
+extern void MxProgressReport(MxTagPhase phase, const MxTagProgress *counts);
+extern void MxProgressEnd(void);
 
 /* mx_write.c */
 

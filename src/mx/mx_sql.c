@@ -64,7 +64,7 @@ pw_mx_tag(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	SPI_connect();
-	MxTagRun(max_domains, &c);
+	MxTagRun(max_domains, false, &c);
 	SPI_finish();
 
 	values[MX_TAG_COL_LOOKED_UP] = Int64GetDatum(c.looked_up);

@@ -54,6 +54,7 @@ MxTagInit(void)
 							 "Used when a run has more than one batch and a background worker slot is free.",
 							 &use_dns_process, true,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+	MxProgressInit();
 }
 
 /* Whether the extension is installed in the current database (needs a transaction). */
@@ -98,6 +99,7 @@ typedef struct TagPipeline
 	MxDnsProcess *proc;			/* ... unless a resolver process does */
 	MxWritePlans *plans;
 	const PwCarriers *carriers; /* write-locked before each batch's writes */
+	MxTagProgress progress;		/* as pw.mx_tag_progress shows it */
 } TagPipeline;
 
 /*
@@ -244,6 +246,7 @@ StartPipeline(TagPipeline *pl)
 	pl->batch_size = use_dns_process ? Max(tag_batch_size / 8, 1) : tag_batch_size;
 	FetchDomainBatch(pl->portal, Min(pl->remaining, pl->batch_size), first);
 	pl->remaining -= first->njobs;
+	pl->progress.fetched += first->njobs;
 	if (use_dns_process && pl->remaining > 0 && first->njobs == pl->batch_size)
 	{
 		pl->proc = MxDnsProcessStart(pl->rules, pl->nrules, tag_batch_size);
@@ -269,12 +272,26 @@ FetchAhead(TagPipeline *pl)
 		pl->batch_size = Min(pl->batch_size * 2, tag_batch_size);
 		FetchDomainBatch(pl->portal, Min(pl->remaining, pl->batch_size), b);
 		pl->remaining -= b->njobs;
+		pl->progress.fetched += b->njobs;
 		pl->ahead++;
 		if (b->njobs == 0)
 			pl->exhausted = true;
 		else if (pl->proc != NULL)
 			MxDnsProcessSubmit(pl->proc, b->jobs, b->njobs);
 	}
+}
+
+/* Reports a written batch: its domains and the run's counts so far. */
+static void
+ReportBatchWritten(TagPipeline *pl, int njobs, const MxTagCounts *counts)
+{
+	pl->progress.tagged = counts->tagged;
+	pl->progress.none = counts->none + counts->invalid;
+	pl->progress.failed = counts->failed;
+	pl->progress.carriers = counts->carriers;
+	pl->progress.written += njobs;
+	pl->progress.batches++;
+	MxProgressReport(MX_PHASE_LOOKUP, &pl->progress);
 }
 
 /*
@@ -294,14 +311,18 @@ RunPipeline(TagPipeline *pl, MxTagCounts *counts)
 		CHECK_FOR_INTERRUPTS();
 		t0 = GetCurrentTimestamp();
 		FetchAhead(pl);
+		MxProgressReport(MX_PHASE_LOOKUP, &pl->progress);
 		if (pl->proc != NULL)
 			MxDnsProcessCollect(pl->proc, cur->jobs, cur->njobs, cur->cxt);
 		else
 			MxLookupDomains(pl->res, cur->cxt, pl->rules, pl->nrules,
 							cur->jobs, cur->njobs);
 		t1 = GetCurrentTimestamp();
+		pl->progress.looked_up += cur->njobs;
+		MxProgressReport(MX_PHASE_WRITE, &pl->progress);
 		PwLockCarriersWrites(pl->carriers);
 		MxWriteBatch(pl->plans, cur->jobs, cur->njobs, counts);
+		ReportBatchWritten(pl, cur->njobs, counts);
 		elog(DEBUG1, "pw mx_tag: batch of %d domains: %s %.3f s, writes %.3f s",
 			 cur->njobs, pl->proc ? "fetch and wait for DNS" : "fetch and DNS",
 			 (t1 - t0) / 1e6, (GetCurrentTimestamp() - t1) / 1e6);
@@ -313,12 +334,12 @@ RunPipeline(TagPipeline *pl, MxTagCounts *counts)
 
 /*
  * Resolves and writes up to max_domains new and due domains, in run
- * memory runcxt.
+ * memory runcxt; their progress counts come back in *progress.
  */
 static void
 TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 			  size_t nrules, int max_domains, MemoryContext runcxt,
-			  MxTagCounts *counts)
+			  MxTagCounts *counts, MxTagProgress *progress)
 {
 	TagPipeline pl;
 
@@ -339,6 +360,7 @@ TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 	}
 
 	RunPipeline(&pl, counts);
+	*progress = pl.progress;
 
 	if (pl.proc != NULL)
 		MxDnsProcessStop(pl.proc);
@@ -348,28 +370,19 @@ TagDueDomains(const PwCarriers *carriers, const MxSuffixRule *rules,
 }
 
 /*
- * Tags up to max_domains untagged or due domains: resolves new and due
- * domains in batches of tag_batch_size, writing each batch, then
- * propagates cached labels to the carriers still untagged.  With
- * dns_process on and more than one batch to do, a separate resolver process
- * looks up the next batch while this backend writes the current one.
- * Must be called connected to SPI, inside a transaction; the caller
- * commits.
+ * The tagging run of MxTagRun(), reported in this backend's progress slot;
+ * the counts of the domains' run come back in *progress.
  */
-void
-MxTagRun(int max_domains, MxTagCounts *counts)
+static void
+RunTagging(int max_domains, MxTagCounts *counts, MxTagProgress *progress)
 {
 	PwCarriers	carriers;
 	MemoryContext runcxt;
 	MemoryContext oldcxt;
 	MxSuffixRule *rules;
 	size_t		nrules;
-	TimestampTz start = GetCurrentTimestamp();
-	long		secs;
-	int			usecs;
 	int			save_nestlevel;
 
-	memset(counts, 0, sizeof(*counts));
 	save_nestlevel = SetRunSettings();
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "pw mx_tag run",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -380,14 +393,48 @@ MxTagRun(int max_domains, MxTagCounts *counts)
 	MxSuffixRulesLoad(runcxt, &rules, &nrules);
 
 	if (max_domains > 0)
-		TagDueDomains(&carriers, rules, nrules, max_domains, runcxt, counts);
+		TagDueDomains(&carriers, rules, nrules, max_domains, runcxt, counts,
+					  progress);
 	/* also this run's carriers whose row changed since the discovery */
+	MxProgressReport(MX_PHASE_CACHED_LABELS, progress);
 	PwLockCarriersWrites(&carriers);
 	counts->carriers += MxWriteCachedLabels(&carriers);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(runcxt);
 	AtEOXact_GUC(true, save_nestlevel);
+}
+
+/*
+ * Tags up to max_domains untagged or due domains: resolves new and due
+ * domains in batches of tag_batch_size, writing each batch, then
+ * propagates cached labels to the carriers still untagged.  With
+ * dns_process on and more than one batch to do, a separate resolver process
+ * looks up the next batch while this backend writes the current one.  The
+ * run shows in pw.mx_tag_progress until it ends or fails, as the background
+ * tagger's when background.  Must be called connected to SPI, inside a
+ * transaction; the caller commits.
+ */
+void
+MxTagRun(int max_domains, bool background, MxTagCounts *counts)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	MxTagProgress progress;
+	long		secs;
+	int			usecs;
+
+	memset(counts, 0, sizeof(*counts));
+	memset(&progress, 0, sizeof(progress));
+	MxProgressStart(max_domains, background);
+	PG_TRY();
+	{
+		RunTagging(max_domains, counts, &progress);
+	}
+	PG_FINALLY();
+	{
+		MxProgressEnd();
+	}
+	PG_END_TRY();
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
 	counts->seconds = secs + usecs / 1e6;
 }

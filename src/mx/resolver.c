@@ -37,6 +37,7 @@ static int	dns_concurrency = 200;
 static int	dns_timeout_ms = 500;
 static int	dns_tries = 3;
 static int	dns_max_qps = 0;
+static int	dns_timeout_retries = 1;
 
 /* One socket c-ares asked us to watch */
 typedef struct DnsSocket
@@ -120,6 +121,18 @@ MxResolverInit(void)
 							"Most DNS queries sent per second (0: no limit).",
 							NULL, &dns_max_qps, 0, 0, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_timeout_retries",
+							"Times a lookup that timed out is queried again, after the rest of its batch, before it is recorded failed.",
+							"Each time with dns_tries attempts; other DNS errors are recorded at once.",
+							&dns_timeout_retries, 1, 0, 10,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+}
+
+/* The dns_timeout_retries setting. */
+int
+MxResolverTimeoutRetries(void)
+{
+	return dns_timeout_retries;
 }
 
 /* c-ares' socket-state callback: remember which sockets to watch. */

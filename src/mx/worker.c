@@ -182,7 +182,7 @@ TagInOneTransaction(void)
 		snprintf(activity, sizeof(activity),
 				 "pw mx tagger: tagging up to %d domains", pw_worker_batch);
 		pgstat_report_activity(STATE_RUNNING, activity);
-		MxTagRun(pw_worker_batch, &c);
+		MxTagRun(pw_worker_batch, true, &c);
 	}
 	SPI_finish();
 	PopActiveSnapshot();

@@ -159,6 +159,26 @@ SELECT domain, attempts, last_error, checked_at, next_check_at, label AS last_go
  WHERE outcome = 'failed'
  ORDER BY attempts DESC, domain;
 
+-- The tagging runs under way in the cluster, one row each (pw.mx_tag()
+-- callers and the background tagger); empty unless the library is preloaded.
+CREATE FUNCTION pw.mx_tag_progress_rows()
+RETURNS TABLE (pid integer, datid oid, background boolean, started timestamptz,
+               phase text, max_domains integer, domains_fetched bigint,
+               domains_looked_up bigint, domains_tagged bigint, domains_none bigint,
+               domains_failed bigint, domains_written bigint, carriers_labelled bigint,
+               batches bigint)
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_mx_tag_progress_rows';
+
+REVOKE EXECUTE ON FUNCTION pw.mx_tag_progress_rows() FROM PUBLIC;
+
+CREATE VIEW pw.mx_tag_progress AS
+SELECT p.pid, p.datid, d.datname, p.background, p.started, p.phase, p.max_domains,
+       p.domains_fetched, p.domains_looked_up, p.domains_tagged, p.domains_none,
+       p.domains_failed, p.domains_written, p.carriers_labelled, p.batches
+  FROM pw.mx_tag_progress_rows() p
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = p.datid;
+
 -- Wakes the background tagger (after an import); false when none runs.
 CREATE FUNCTION pw.wake_tagger() RETURNS boolean
 LANGUAGE c VOLATILE

@@ -19,7 +19,8 @@
 # for another name), bad_rdlength (an MX whose rdlength runs past the
 # packet), tcp_cut (over TCP: a length prefix of 65535 and a few bytes,
 # then close; over UDP the answer is marked truncated).  "silent" never
-# answers.  MX lists larger than 512 bytes are sent truncated (TC) over UDP
+# answers.  Record key "drop_first" => N drops the first N UDP queries of
+# each type for the name (a lost answer that the next try gets).  MX lists larger than 512 bytes are sent truncated (TC) over UDP
 # and whole over TCP (up to 65535 bytes).
 package PwFaultDns;
 
@@ -205,8 +206,11 @@ sub _answer
 	  : exists $self->{bulk}{$qname} ? { MX => [ [ 10, $self->{bulk}{$qname} ] ] }
 	  : undef;
 	my $drop = $r && exists $r->{drop} ? $r->{drop} : ($self->{drop} // 0);
+	my $first = $r && $r->{drop_first} && $proto eq 'udp'
+	  && $self->{asked}{"$qname/$qtype"}++ < $r->{drop_first};
 	my $action = !defined $r ? 'nxdomain'
 	  : $r->{silent} ? 'silent'
+	  : $first ? 'drop'
 	  : ($proto eq 'udp' && $drop > 0 && rand() < $drop) ? 'drop'
 	  : $r->{fault} && $qtype == 15 ? $r->{fault}
 	  : 'answer';

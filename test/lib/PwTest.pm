@@ -7,7 +7,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(pw_node pw_srcdir pw_load_generator pw_maillog_node);
+our @EXPORT = qw(pw_node pw_srcdir pw_load_generator pw_maillog_node pw_tagging_node);
 
 # The source tree (for fixtures and the generator).
 sub pw_srcdir
@@ -26,6 +26,21 @@ sub pw_node
 		"shared_preload_libraries = '$preload'\n" . ($opts{conf} // ''))
 	  if $preload ne '';
 	$node->start;
+	return $node;
+}
+
+# A started cluster (pw_node's options) with the extension installed and an
+# empty carriers table with the tagging index.
+sub pw_tagging_node
+{
+	my ($name, %opts) = @_;
+	my $node = pw_node($name, %opts);
+	$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+	$node->safe_psql('postgres', q{
+    CREATE TABLE fmcsa_carriers (id bigint PRIMARY KEY, email text, email_verify_result text,
+                                 mx_provider text, listmonk_sent_at timestamptz);
+    SELECT pw.create_tagging_index();
+});
 	return $node;
 }
 
