@@ -93,7 +93,7 @@ $set = "SET pw_deliverability.dns_servers = '$servers'; SET pw_deliverability.dn
   . ' SET pw_deliverability.tag_batch_size = 4; SET pw_deliverability.dns_process = off;';
 $node->safe_psql('postgres', qq{INSERT INTO fmcsa_carriers (id, email, email_verify_result)
     SELECT i, 'c' || i || '\@p' || i || '.test', 'smtp_valid' FROM generate_series(1, $np) i});
-my $progress = q{SELECT pid, datname, background, started <= now(), phase, max_domains, domains_fetched,
+my $progress = q{SELECT pid, datname, background, started <= clock_timestamp(), phase, max_domains, domains_fetched,
     domains_looked_up, domains_written, domains_tagged + domains_none + domains_failed, carriers_labelled, batches,
     started FROM pw.mx_tag_progress};
 
