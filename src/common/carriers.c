@@ -131,6 +131,11 @@ PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 	return ResolveColumn(carriers, column, role, wanted_type, &att);
 }
 
+/* The columns of pw.carriers_config, in the order of the PwCarriers fields */
+static const char *const config_columns[5] = {
+	"relation", "id_column", "email_column", "result_column", "mx_column"
+};
+
 /*
  * Reads the single pw.carriers_config row: the relation, then the id, email,
  * result and MX columns, palloc'd in the caller's context.  The caller must
@@ -142,8 +147,10 @@ ReadConfig(char *values[5])
 	MemoryContext callerctx = CurrentMemoryContext;
 	MemoryContext oldctx;
 
-	if (SPI_execute("SELECT relation, id_column, email_column, result_column, mx_column"
-					" FROM pw.carriers_config", true, 2) != SPI_OK_SELECT)
+	if (SPI_execute(psprintf("SELECT %s, %s, %s, %s, %s FROM pw.carriers_config",
+							 config_columns[0], config_columns[1], config_columns[2],
+							 config_columns[3], config_columns[4]),
+					true, 2) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pw.carriers_config");
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -193,6 +200,21 @@ ResolveRelation(PwCarriers *carriers, const char *relation, bool missing_ok)
 	return true;
 }
 
+/* Checks a carriers contract (relation and columns) against the catalog. */
+static void
+ResolveContract(PwCarriers *carriers, char *config[5])
+{
+	ResolveRelation(carriers, config[0], false);
+	carriers->id_col = ResolveColumn(carriers, config[1], "id", INT8OID,
+									 &carriers->id_att);
+	carriers->email_col = ResolveColumn(carriers, config[2], "email", TEXTOID,
+										&carriers->email_att);
+	carriers->result_col = ResolveColumn(carriers, config[3], "verification result",
+										 TEXTOID, &carriers->result_att);
+	carriers->mx_col = ResolveColumn(carriers, config[4], "MX provider", TEXTOID,
+									 &carriers->mx_att);
+}
+
 /*
  * Loads pw.carriers_config and checks it against the catalog.  The caller
  * must be connected to SPI; results are palloc'd in the caller's context,
@@ -206,15 +228,7 @@ PwCarriersLoad(PwCarriers *carriers)
 
 	ReadConfig(config);
 	MemoryContextSwitchTo(callerctx);
-	ResolveRelation(carriers, config[0], false);
-	carriers->id_col = ResolveColumn(carriers, config[1], "id", INT8OID,
-									 &carriers->id_att);
-	carriers->email_col = ResolveColumn(carriers, config[2], "email", TEXTOID,
-										&carriers->email_att);
-	carriers->result_col = ResolveColumn(carriers, config[3], "verification result",
-										 TEXTOID, &carriers->result_att);
-	carriers->mx_col = ResolveColumn(carriers, config[4], "MX provider", TEXTOID,
-									 &carriers->mx_att);
+	ResolveContract(carriers, config);
 }
 
 /*
@@ -315,12 +329,27 @@ pw_carriers_config_check(PG_FUNCTION_ARGS)
 	PwCarriers	carriers;
 	int			nestlevel;
 
-	(void) CheckTriggerCall(fcinfo, "pw.carriers_config_check");
+	TriggerData *trigdata = CheckTriggerCall(fcinfo, "pw.carriers_config_check");
+	HeapTuple	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	TupleDesc	desc = trigdata->tg_relation->rd_att;
+	char	   *config[5];
+
 	if (creating_extension)
 		return PointerGetDatum(NULL);
+	/* the new row itself: the statement's snapshot does not show it */
+	for (int i = 0; i < 5; i++)
+	{
+		config[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, config_columns[i]));
+		if (config[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("pw.carriers_config has a NULL in column \"%s\"",
+							config_columns[i])));
+	}
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
-	PwCarriersLoad(&carriers);
+	ResolveContract(&carriers, config);
 	WarnProfilesSentColumns(&carriers);
 	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
