@@ -366,9 +366,15 @@ is($node->safe_psql('postgres', q{
 	'no index on the carriers uses an evil function');
 
 # the carriers relation is never looked up through the search_path: an
-# unqualified name is refused, so no schema early in a path can stand in
+# unqualified name is refused, so no schema early in a path can stand in:
+# when it is set, and by the selection should it get past that check
+$node->safe_psql('postgres', q{CREATE TABLE evil.fmcsa_carriers (LIKE public.fmcsa_carriers)});
+($ret, $out, $err) = $node->psql('postgres', q{SET search_path = evil, public, pw;
+    UPDATE pw.carriers_config SET relation = 'fmcsa_carriers'});
+like($err, qr/carriers relation "fmcsa_carriers" is not schema-qualified/,
+	'an unqualified carriers relation is refused when set');
 $node->safe_psql('postgres', q{
-    CREATE TABLE evil.fmcsa_carriers (LIKE public.fmcsa_carriers);
+    SET session_replication_role = replica;
     UPDATE pw.carriers_config SET relation = 'fmcsa_carriers';
 });
 ($ret, $out, $err) = $node->psql('postgres', q{SET search_path = evil, public, pw;
