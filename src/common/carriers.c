@@ -10,9 +10,9 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
-#include "catalog/pg_type.h"
 #include "parser/parse_coerce.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -326,14 +326,13 @@ CheckTriggerCall(FunctionCallInfo fcinfo, const char *name)
 Datum
 pw_carriers_config_check(PG_FUNCTION_ARGS)
 {
-	PwCarriers	carriers;
-	int			nestlevel;
-
 	TriggerData *trigdata = CheckTriggerCall(fcinfo, "pw.carriers_config_check");
 	HeapTuple	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	TupleDesc	desc = trigdata->tg_relation->rd_att;
 	char	   *config[5];
+	PwCarriers	carriers;
+	int			nestlevel;
 
 	if (creating_extension)
 		return PointerGetDatum(NULL);
