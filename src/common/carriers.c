@@ -304,15 +304,23 @@ WarnProfilesSentColumns(PwCarriers *carriers)
 	}
 }
 
-/* The trigger data of a C trigger function, or an error if not a trigger. */
-static TriggerData *
-CheckTriggerCall(FunctionCallInfo fcinfo, const char *name)
+/*
+ * The new row of a row trigger on INSERT or UPDATE and (in *desc) its
+ * descriptor, or an error if the function is not called as a trigger.
+ */
+static HeapTuple
+TriggerNewRow(FunctionCallInfo fcinfo, const char *name, TupleDesc *desc)
 {
+	TriggerData *trigdata;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s() must be called as a trigger", name)));
-	return (TriggerData *) fcinfo->context;
+	trigdata = (TriggerData *) fcinfo->context;
+	*desc = trigdata->tg_relation->rd_att;
+	return TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 }
 
 /*
@@ -326,10 +334,8 @@ CheckTriggerCall(FunctionCallInfo fcinfo, const char *name)
 Datum
 pw_carriers_config_check(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = CheckTriggerCall(fcinfo, "pw.carriers_config_check");
-	HeapTuple	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
-	TupleDesc	desc = trigdata->tg_relation->rd_att;
+	TupleDesc	desc;
+	HeapTuple	tuple = TriggerNewRow(fcinfo, "pw.carriers_config_check", &desc);
 	char	   *config[5];
 	PwCarriers	carriers;
 	int			nestlevel;
@@ -365,10 +371,8 @@ pw_carriers_config_check(PG_FUNCTION_ARGS)
 Datum
 pw_profiles_sent_column_check(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = CheckTriggerCall(fcinfo, "pw.profiles_sent_column_check");
-	HeapTuple	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
-	TupleDesc	desc = trigdata->tg_relation->rd_att;
+	TupleDesc	desc;
+	HeapTuple	tuple = TriggerNewRow(fcinfo, "pw.profiles_sent_column_check", &desc);
 	int			attno = SPI_fnumber(desc, "sent_column");
 	char	   *sent;
 	char	   *config[5];
