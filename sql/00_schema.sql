@@ -58,11 +58,15 @@ INSERT INTO pw.profiles (name, sendable_results) VALUES ('p1', '{}');
 INSERT INTO pw.mx_suffix_rules VALUES ('.Google.com', 'google');
 INSERT INTO pw.blocked_domains VALUES ('Yahoo.com', 'yahoo_aol');
 -- an insert over an untouched shipped default replaces it, and the row is then
--- the user's (dumped by pg_dump); a second insert collides
+-- the user's (dumped by pg_dump); a second insert collides (the contract is
+-- checked on insert: the default relation must exist)
 SELECT seeded FROM pw.carriers_config;
+CREATE TABLE public.fmcsa_carriers (id bigint, email text, email_verify_result text,
+                                    mx_provider text);
 INSERT INTO pw.carriers_config DEFAULT VALUES;
 SELECT count(*), bool_or(seeded) FROM pw.carriers_config;
 INSERT INTO pw.carriers_config DEFAULT VALUES;
+DROP TABLE public.fmcsa_carriers;
 -- an update makes a seeded row the user's; untouched seeds stay seeded
 UPDATE pw.operators SET note = note WHERE label = 'google';
 SELECT label, seeded FROM pw.operators WHERE label IN ('google', 'microsoft') ORDER BY label;
@@ -104,10 +108,15 @@ UPDATE pw.carriers_config SET mx_column = 'mx_operator';
 SELECT relation, mx_column FROM pw.carriers_check();
 ALTER TABLE public.fmcsa_carriers ALTER COLUMN mx_operator TYPE integer USING NULL;
 SELECT * FROM pw.carriers_check();
+-- a change of the configuration is checked when made (issue 18); a change
+-- of the table shows at the next run or pw.carriers_check()
 UPDATE pw.carriers_config SET relation = 'public.no_such_table';
+UPDATE pw.carriers_config SET mx_column = 'email_verify_result', relation = 'public.fmcsa_carriers';
 SELECT * FROM pw.carriers_check();
-DROP TABLE public.fmcsa_carriers;
+ALTER TABLE public.fmcsa_carriers ALTER COLUMN mx_operator TYPE text;
+ALTER TABLE public.fmcsa_carriers RENAME COLUMN mx_operator TO mx_provider;
 UPDATE pw.carriers_config SET relation = DEFAULT, mx_column = DEFAULT;
+DROP TABLE public.fmcsa_carriers;
 
 -- configuration tables are dumped with the extension
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS t(oid)

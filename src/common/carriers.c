@@ -11,6 +11,8 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
 #include "parser/parse_coerce.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -25,6 +27,8 @@
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_carriers_check);
+PG_FUNCTION_INFO_V1(pw_carriers_config_check);
+PG_FUNCTION_INFO_V1(pw_profiles_sent_column_check);
 
 /* Registers nothing yet: the contract is configuration as data. */
 void
@@ -63,6 +67,22 @@ TypeCompatible(Oid have, Oid wanted)
 }
 
 /*
+ * Looks "column" up in the carriers relation: its attribute number (invalid
+ * when there is no such column), type and collation.
+ */
+static AttrNumber
+FindColumn(Oid relid, const char *column, Oid *type, Oid *collation)
+{
+	AttrNumber	attnum = get_attnum(relid, column);
+	int32		typmod;
+
+	if (attnum == InvalidAttrNumber || attnum < 0)
+		return InvalidAttrNumber;
+	get_atttypetypmodcoll(relid, attnum, type, &typmod, collation);
+	return attnum;
+}
+
+/*
  * Checks that the carriers relation has "column" of a type compatible with
  * "wanted_type", fills *att with its number, type and collation and returns
  * the quoted name.  "role" says what the column is for, in the error
@@ -72,18 +92,16 @@ static char *
 ResolveColumn(PwCarriers *carriers, const char *column, const char *role,
 			  Oid wanted_type, PwCarrierColumn *att)
 {
-	AttrNumber	attnum = get_attnum(carriers->relid, column);
-	Oid			atttype;
-	int32		typmod;
-	Oid			collation;
+	Oid			atttype = InvalidOid;
+	Oid			collation = InvalidOid;
+	AttrNumber	attnum = FindColumn(carriers->relid, column, &atttype, &collation);
 
-	if (attnum == InvalidAttrNumber || attnum < 0)
+	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("carriers relation %s has no column \"%s\" (the %s column)",
 						carriers->relation, column, role),
 				 errhint("Add the column or name the right one in pw.carriers_config or pw.profiles.")));
-	get_atttypetypmodcoll(carriers->relid, attnum, &atttype, &typmod, &collation);
 	if (!TypeCompatible(atttype, wanted_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -113,24 +131,26 @@ PwCarriersCheckColumn(PwCarriers *carriers, const char *column,
 	return ResolveColumn(carriers, column, role, wanted_type, &att);
 }
 
+/* The columns of pw.carriers_config, in the order of the PwCarriers fields */
+static const char *const config_columns[5] = {
+	"relation", "id_column", "email_column", "result_column", "mx_column"
+};
+
 /*
- * Loads pw.carriers_config and checks it against the catalog.  The caller
- * must be connected to SPI; results are palloc'd in the caller's context.
+ * Reads the single pw.carriers_config row: the relation, then the id, email,
+ * result and MX columns, palloc'd in the caller's context.  The caller must
+ * be connected to SPI.
  */
-void
-PwCarriersLoad(PwCarriers *carriers)
+static void
+ReadConfig(char *values[5])
 {
 	MemoryContext callerctx = CurrentMemoryContext;
 	MemoryContext oldctx;
-	HeapTuple	tuple;
-	TupleDesc	desc;
-	char	   *relation;
-	char	   *cols[4];
-	List	   *names;
-	RangeVar   *rv;
 
-	if (SPI_execute("SELECT relation, id_column, email_column, result_column, mx_column"
-					" FROM pw.carriers_config", true, 2) != SPI_OK_SELECT)
+	if (SPI_execute(psprintf("SELECT %s, %s, %s, %s, %s FROM pw.carriers_config",
+							 config_columns[0], config_columns[1], config_columns[2],
+							 config_columns[3], config_columns[4]),
+					true, 2) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pw.carriers_config");
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -138,43 +158,77 @@ PwCarriersLoad(PwCarriers *carriers)
 				 errmsg("pw.carriers_config must hold exactly one row, it holds " UINT64_FORMAT,
 						SPI_processed),
 				 errhint("INSERT INTO pw.carriers_config DEFAULT VALUES restores the defaults.")));
-
-	tuple = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
 	oldctx = MemoryContextSwitchTo(callerctx);
-	relation = ConfigValue(tuple, desc, 1);
-	for (int i = 0; i < 4; i++)
-		cols[i] = ConfigValue(tuple, desc, i + 2);
+	for (int i = 0; i < 5; i++)
+		values[i] = ConfigValue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
+	MemoryContextSwitchTo(oldctx);
+}
 
-	names = stringToQualifiedNameList(relation);
+/*
+ * Resolves the configured carriers relation (schema-qualified, a table) into
+ * carriers->relid and carriers->relation.  A relation that does not exist
+ * is an error unless missing_ok, when false is returned.
+ */
+static bool
+ResolveRelation(PwCarriers *carriers, const char *relation, bool missing_ok)
+{
+	List	   *names = stringToQualifiedNameList(relation);
+	char		relkind;
+
 	if (list_length(names) < 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("carriers relation \"%s\" is not schema-qualified", relation),
 				 errhint("Name it as schema.table in pw.carriers_config.relation: it is never looked up through the search_path.")));
-	rv = makeRangeVarFromNameList(names);
-	carriers->relid = RangeVarGetRelid(rv, AccessShareLock, true);
+	carriers->relid = RangeVarGetRelid(makeRangeVarFromNameList(names), AccessShareLock, true);
 	if (!OidIsValid(carriers->relid))
+	{
+		if (missing_ok)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("carriers relation \"%s\" does not exist", relation),
 				 errhint("Create it or set pw.carriers_config.relation to the table holding the carriers.")));
-	if (get_rel_relkind(carriers->relid) != RELKIND_RELATION &&
-		get_rel_relkind(carriers->relid) != RELKIND_PARTITIONED_TABLE)
+	}
+	relkind = get_rel_relkind(carriers->relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("carriers relation \"%s\" is not a table", relation)));
 	carriers->relation = quote_qualified_identifier(get_namespace_name(get_rel_namespace(carriers->relid)),
 													get_rel_name(carriers->relid));
-	carriers->id_col = ResolveColumn(carriers, cols[0], "id", INT8OID,
+	return true;
+}
+
+/* Checks a carriers contract (relation and columns) against the catalog. */
+static void
+ResolveContract(PwCarriers *carriers, char *config[5])
+{
+	ResolveRelation(carriers, config[0], false);
+	carriers->id_col = ResolveColumn(carriers, config[1], "id", INT8OID,
 									 &carriers->id_att);
-	carriers->email_col = ResolveColumn(carriers, cols[1], "email", TEXTOID,
+	carriers->email_col = ResolveColumn(carriers, config[2], "email", TEXTOID,
 										&carriers->email_att);
-	carriers->result_col = ResolveColumn(carriers, cols[2], "verification result",
+	carriers->result_col = ResolveColumn(carriers, config[3], "verification result",
 										 TEXTOID, &carriers->result_att);
-	carriers->mx_col = ResolveColumn(carriers, cols[3], "MX provider", TEXTOID,
+	carriers->mx_col = ResolveColumn(carriers, config[4], "MX provider", TEXTOID,
 									 &carriers->mx_att);
-	MemoryContextSwitchTo(oldctx);
+}
+
+/*
+ * Loads pw.carriers_config and checks it against the catalog.  The caller
+ * must be connected to SPI; results are palloc'd in the caller's context,
+ * which is current again on return.
+ */
+void
+PwCarriersLoad(PwCarriers *carriers)
+{
+	MemoryContext callerctx = CurrentMemoryContext;
+	char	   *config[5];
+
+	ReadConfig(config);
+	MemoryContextSwitchTo(callerctx);
+	ResolveContract(carriers, config);
 }
 
 /*
@@ -216,4 +270,133 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 	else
 		nulls[5] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * Warns of each profile whose sent column the (just changed) carriers
+ * relation lacks or holds with another type than timestamptz: the
+ * selection of that profile fails until its sent_column is changed too.
+ * Warnings, not errors, so that the relation and the sent columns can be
+ * changed one after the other.
+ */
+static void
+WarnProfilesSentColumns(PwCarriers *carriers)
+{
+	if (SPI_execute("SELECT name, sent_column::text FROM pw.profiles ORDER BY name",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pw.profiles");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		char	   *name = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+		char	   *column = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
+		Oid			type = InvalidOid;
+		Oid			collation;
+
+		if (FindColumn(carriers->relid, column, &type, &collation) != InvalidAttrNumber &&
+			TypeCompatible(type, TIMESTAMPTZOID))
+			continue;
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("carriers relation %s has no timestamptz column \"%s\", the sent column of profile \"%s\"",
+						carriers->relation, column, name),
+				 errhint("Set pw.profiles.sent_column of the profile to a column of the new relation.")));
+	}
+}
+
+/*
+ * The new row of a row trigger on INSERT or UPDATE and (in *desc) its
+ * descriptor, or an error if the function is not called as a trigger.
+ */
+static HeapTuple
+TriggerNewRow(FunctionCallInfo fcinfo, const char *name, TupleDesc *desc)
+{
+	TriggerData *trigdata;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() must be called as a trigger", name)));
+	trigdata = (TriggerData *) fcinfo->context;
+	*desc = trigdata->tg_relation->rd_att;
+	return TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+}
+
+/*
+ * pw.carriers_config_check(): AFTER INSERT OR UPDATE trigger of
+ * pw.carriers_config, the checks of pw.carriers_check() on the new row,
+ * then warnings for profiles whose sent column the relation lacks.  Skipped
+ * inside extension scripts (the shipped row names a relation the user
+ * creates later); triggers do not fire with session_replication_role =
+ * replica (pg_restore --disable-triggers disables them too).
+ */
+Datum
+pw_carriers_config_check(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	HeapTuple	tuple = TriggerNewRow(fcinfo, "pw.carriers_config_check", &desc);
+	char	   *config[5];
+	PwCarriers	carriers;
+	int			nestlevel;
+
+	if (creating_extension)
+		return PointerGetDatum(NULL);
+	/* the new row itself: the statement's snapshot does not show it */
+	for (int i = 0; i < 5; i++)
+	{
+		config[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, config_columns[i]));
+		if (config[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("pw.carriers_config has a NULL in column \"%s\"",
+							config_columns[i])));
+	}
+	SPI_connect();
+	nestlevel = PwSafeSearchPath();
+	ResolveContract(&carriers, config);
+	WarnProfilesSentColumns(&carriers);
+	AtEOXact_GUC(true, nestlevel);
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * pw.profiles_sent_column_check(): AFTER INSERT OR UPDATE OF sent_column
+ * trigger of pw.profiles, the check of pw.carriers_check(sent_column) on
+ * the new row's sent column.  When the configured carriers relation does
+ * not exist (yet) the column cannot be checked: a WARNING says so.
+ * Skipped like pw.carriers_config_check().
+ */
+Datum
+pw_profiles_sent_column_check(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	HeapTuple	tuple = TriggerNewRow(fcinfo, "pw.profiles_sent_column_check", &desc);
+	int			attno = SPI_fnumber(desc, "sent_column");
+	char	   *sent;
+	char	   *config[5];
+	PwCarriers	carriers;
+	int			nestlevel;
+
+	if (creating_extension)
+		return PointerGetDatum(NULL);
+	if (attno <= 0)
+		elog(ERROR, "pw.profiles has no column sent_column");
+	sent = SPI_getvalue(tuple, desc, attno);
+	SPI_connect();
+	nestlevel = PwSafeSearchPath();
+	ReadConfig(config);
+	if (ResolveRelation(&carriers, config[0], true))
+		PwCarriersCheckColumn(&carriers, sent, "sent", TIMESTAMPTZOID);
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("sent column \"%s\" of profile \"%s\" not checked: carriers relation \"%s\" does not exist",
+						sent, SPI_getvalue(tuple, desc, SPI_fnumber(desc, "name")), config[0]),
+				 errhint("Create the carriers relation, then check the contract with SELECT * FROM pw.carriers_check('%s').",
+						 sent)));
+	AtEOXact_GUC(true, nestlevel);
+	SPI_finish();
+	return PointerGetDatum(NULL);
 }

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/parallel.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/guc.h"
@@ -23,19 +25,61 @@
 
 static char *maillog_directory = NULL;
 
+/*
+ * Check hook of maillog_directory: any value is accepted (the directory may
+ * be created later), but one that does not exist or that the server cannot
+ * read is reported: a WARNING to whoever sets it (SET, ALTER SYSTEM), a LOG
+ * line when the postmaster reads the configuration (start, reload), nothing
+ * from the backends re-reading the file on a reload or applying a role's or
+ * database's settings at connection.
+ */
+static bool
+CheckMaillogDirectory(char **newval, void **extra, GucSource source)
+{
+	const char *dir = *newval;
+	int			elevel;
+	struct stat sb;
+	const char *problem = NULL;
+
+	if (dir == NULL || dir[0] == '\0')
+		return true;
+	if (!IsUnderPostmaster)
+		elevel = LOG;
+	else if (IsParallelWorker() || !IsTransactionState() ||
+			 (source < PGC_S_INTERACTIVE && source != PGC_S_FILE))
+		return true;
+	else
+		elevel = WARNING;
+
+	if (stat(dir, &sb) != 0)
+		problem = errno == ENOENT || errno == ENOTDIR ? "does not exist" :
+			"cannot be examined by the server";
+	else if (!S_ISDIR(sb.st_mode))
+		problem = "is not a directory";
+	else if (access(dir, R_OK | X_OK) != 0)
+		problem = "cannot be read by the server";
+	if (problem != NULL)
+		ereport(elevel,
+				(errcode(ERRCODE_UNDEFINED_FILE),
+				 errmsg("%s.maillog_directory \"%s\" %s", PW_GUC_PREFIX, dir, problem),
+				 errdetail("Reading mail logs fails until the directory exists and the server's operating system user can read and search it."),
+				 errhint("Create the directory or grant the server's user read and execute permission on it.")));
+	return true;
+}
+
 /* Registers the pw_deliverability.maillog_directory GUC. */
 void
 MaillogInit(void)
 {
 	DefineCustomStringVariable(PW_GUC_PREFIX ".maillog_directory",
-							   "Directory whose files pw.read_maillog() and pw.ingest_maillog() may read.",
+							   "Names the directory whose files pw.read_maillog() and pw.ingest_maillog() may read.",
 							   "Empty disables reading mail logs.  Paths are resolved "
 							   "(symbolic links, \"..\") and must stay inside it.",
 							   &maillog_directory,
 							   "",
 							   PGC_SUSET,
 							   0,
-							   NULL, NULL, NULL);
+							   CheckMaillogDirectory, NULL, NULL);
 }
 
 /* Whether path lies strictly below directory dir (both canonical). */

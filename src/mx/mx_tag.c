@@ -38,15 +38,15 @@ void
 MxTagInit(void)
 {
 	DefineCustomIntVariable(PW_GUC_PREFIX ".recheck_after",
-							"Age after which a resolved domain is looked up again.",
+							"Sets the age after which a resolved domain is looked up again.",
 							NULL, &recheck_after, 30 * 86400, 60, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".retry_after",
-							"Delay before a failed lookup is retried; doubles with each failure, up to recheck_after.",
+							"Sets the delay before a failed lookup is retried; it doubles with each failure, up to recheck_after.",
 							NULL, &retry_after, 300, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".tag_batch_size",
-							"Domains resolved and written per batch by MX tagging.",
+							"Sets how many domains MX tagging resolves and writes per batch.",
 							NULL, &tag_batch_size, 10000, 1, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable(PW_GUC_PREFIX ".dns_process",

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <arpa/nameser.h>
 
 #include <ares.h>
@@ -78,23 +79,144 @@ typedef struct DnsQuery
 	void	   *arg;
 } DnsQuery;
 
-/* Checks a dns_servers value: a comma-separated list of host[:port]. */
+/* Longest dns_servers entry: "[" IPv6 "]:" port */
+#define DNS_ENTRY_MAX (INET6_ADDRSTRLEN + 8)
+
+/*
+ * Parses one dns_servers entry (IPv4, IPv4:port, IPv6, [IPv6] or
+ * [IPv6]:port) into *node; on failure returns false with the reason in
+ * errbuf.
+ */
+static bool
+ParseDnsServer(const char *entry, size_t len, struct ares_addr_port_node *node,
+			   char *errbuf, size_t errlen)
+{
+	char		buf[DNS_ENTRY_MAX + 1];
+	char	   *host = buf;
+	char	   *port = NULL;
+	char	   *colon;
+
+	if (len == 0)
+	{
+		snprintf(errbuf, errlen, "An entry is empty.");
+		return false;
+	}
+	if (len > DNS_ENTRY_MAX)
+	{
+		snprintf(errbuf, errlen, "Entry \"%.*s...\" is too long for an address and port.",
+				 DNS_ENTRY_MAX, entry);
+		return false;
+	}
+	memcpy(buf, entry, len);
+	buf[len] = '\0';
+	if (buf[0] == '[')
+	{
+		char	   *close = strchr(buf, ']');
+
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+		{
+			snprintf(errbuf, errlen, "Entry \"%s\" is not [IPv6] or [IPv6]:port.", buf);
+			return false;
+		}
+		*close = '\0';
+		host = buf + 1;
+		if (close[1] == ':')
+			port = close + 2;
+	}
+	else if ((colon = strchr(buf, ':')) != NULL && strchr(colon + 1, ':') == NULL)
+	{
+		/* one colon: IPv4:port (a bare IPv6 address has several) */
+		*colon = '\0';
+		port = colon + 1;
+	}
+	memset(node, 0, sizeof(*node));
+	if (inet_pton(AF_INET, host, &node->addr.addr4) == 1)
+		node->family = AF_INET;
+	else if (inet_pton(AF_INET6, host, &node->addr.addr6) == 1)
+		node->family = AF_INET6;
+	else
+	{
+		snprintf(errbuf, errlen, "\"%s\" is not a numeric IPv4 or IPv6 address (host names cannot be used).",
+				 host);
+		return false;
+	}
+	if (port != NULL)
+	{
+		char	   *end;
+		long		p;
+
+		errno = 0;
+		p = strtol(port, &end, 10);
+		if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 ||
+			p < 1 || p > 65535)
+		{
+			snprintf(errbuf, errlen, "Port \"%s\" of \"%s\" is not a number from 1 to 65535.",
+					 port, host);
+			return false;
+		}
+		node->udp_port = node->tcp_port = (int) p;
+	}
+	return true;
+}
+
+/*
+ * Parses a dns_servers value, a comma-separated list of entries (spaces
+ * around them are ignored), into a list of c-ares servers palloc'd in the
+ * current memory context (*servers may be NULL to only check).  On failure
+ * returns false with the reason in errbuf.  The one rule of the setting:
+ * its check hook and MxResolverCreate() both use it.
+ */
+static bool
+ParseDnsServers(const char *value, struct ares_addr_port_node **servers,
+				char *errbuf, size_t errlen)
+{
+	struct ares_addr_port_node *head = NULL;
+	struct ares_addr_port_node **tail = &head;
+	const char *p = value;
+
+	for (;;)
+	{
+		const char *end = strchr(p, ',');
+		size_t		len;
+		struct ares_addr_port_node node;
+
+		if (end == NULL)
+			end = p + strlen(p);
+		while (p < end && *p == ' ')
+			p++;
+		len = end - p;
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (!ParseDnsServer(p, len, &node, errbuf, errlen))
+			return false;
+		if (servers != NULL)
+		{
+			*tail = palloc(sizeof(node));
+			**tail = node;
+			tail = &(*tail)->next;
+		}
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	if (servers != NULL)
+		*servers = head;
+	return true;
+}
+
+/* Check hook of dns_servers: every entry a numeric address, port optional. */
 static bool
 CheckDnsServers(char **newval, void **extra, GucSource source)
 {
-	const char *p = *newval;
+	char		err[256];
 
-	if (p == NULL)
+	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
-	for (; *p; p++)
-	{
-		if (!(isalnum((unsigned char) *p) || strchr(".:,[]-_ ", *p) != NULL))
-		{
-			GUC_check_errdetail("Expected a comma-separated list of host:port, e.g. 127.0.0.1:5353.");
-			return false;
-		}
-	}
-	return true;
+	if (ParseDnsServers(*newval, NULL, err, sizeof(err)))
+		return true;
+	GUC_check_errdetail("%s", err);
+	GUC_check_errhint("Use a comma-separated list of numeric addresses with an optional port, e.g. 127.0.0.1:5353, [::1]:53; leave it empty to use the system's resolv.conf.");
+	return false;
 }
 
 /* Defines the resolver GUCs. */
@@ -102,23 +224,23 @@ void
 MxResolverInit(void)
 {
 	DefineCustomStringVariable(PW_GUC_PREFIX ".dns_servers",
-							   "DNS servers for MX tagging (host:port,...); empty means the system resolv.conf.",
-							   NULL, &dns_servers, "",
+							   "Sets the DNS servers MX tagging queries: a comma-separated list of numeric addresses with optional ports.",
+							   "IPv4 or IPv4:port, IPv6 or [IPv6]:port (port 53 when omitted); empty means the servers of the system's resolv.conf.", &dns_servers, "",
 							   PGC_SUSET, 0, CheckDnsServers, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_concurrency",
-							"Most DNS queries in flight at once.",
+							"Sets the maximum number of DNS queries in flight at once.",
 							NULL, &dns_concurrency, 200, 1, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_timeout_ms",
-							"Timeout of one DNS query attempt.",
+							"Sets the timeout of one DNS query attempt.",
 							NULL, &dns_timeout_ms, 500, 10, 60000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_tries",
-							"Attempts per DNS query (per server) before giving up.",
+							"Sets how many times each DNS query is tried per server before it fails.",
 							NULL, &dns_tries, 3, 1, 20,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_max_qps",
-							"Most DNS queries sent per second (0: no limit).",
+							"Sets the maximum number of DNS queries sent per second (0 means no limit).",
 							NULL, &dns_max_qps, 0, 0, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".dns_timeout_retries",
@@ -268,13 +390,24 @@ MxResolverCreate(MemoryContext parent)
 	res->have_channel = true;
 	if (servers)
 	{
-		rc = ares_set_servers_ports_csv(res->channel, dns_servers);
-		if (rc != ARES_SUCCESS)
+		struct ares_addr_port_node *list;
+		char		err[256];
+
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+		/* the check hook accepted the value: this only fails on a bug */
+		if (!ParseDnsServers(dns_servers, &list, err, sizeof(err)))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid " PW_GUC_PREFIX ".dns_servers \"%s\": %s",
-							dns_servers, ares_strerror(rc)),
-					 errhint("Use a comma-separated list of IP:port, e.g. 127.0.0.1:5353.")));
+					 errmsg("invalid " PW_GUC_PREFIX ".dns_servers \"%s\"", dns_servers),
+					 errdetail("%s", err)));
+		rc = ares_set_servers_ports(res->channel, list);
+		MemoryContextSwitchTo(oldcxt);
+		if (rc != ARES_SUCCESS)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not set the DNS servers \"%s\": %s",
+							dns_servers, ares_strerror(rc))));
 	}
 	return res;
 }

@@ -98,21 +98,21 @@ MxWorkerInit(void)
 	BackgroundWorker worker;
 
 	DefineCustomStringVariable(PW_GUC_PREFIX ".database",
-							   "Database the background MX tagger serves; empty: no tagger.",
+							   "Names the database the background MX tagger serves; empty means no tagger.",
 							   NULL, &pw_database, "",
 							   process_shared_preload_libraries_in_progress ?
 							   PGC_POSTMASTER : PGC_INTERNAL,
 							   0, NULL, NULL, NULL);
 	DefineCustomBoolVariable(PW_GUC_PREFIX ".worker_enabled",
-							 "Whether the background MX tagger tags (off: it idles).",
+							 "Lets the background MX tagger tag; off makes it idle.",
 							 NULL, &pw_worker_enabled, true,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".worker_naptime",
-							"Sleep of the background MX tagger when there is nothing to tag.",
+							"Sets how long the background MX tagger sleeps when there is nothing to tag.",
 							NULL, &pw_worker_naptime, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(PW_GUC_PREFIX ".worker_batch",
-							"Domains the background MX tagger tags per transaction.",
+							"Sets how many domains the background MX tagger tags per transaction.",
 							NULL, &pw_worker_batch, 5000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 

@@ -45,6 +45,13 @@ CREATE TABLE pw.maillog_files (
 -- whose file another path's state has already read.
 CREATE INDEX maillog_files_identity ON pw.maillog_files (dev, inode);
 
+-- pw.maillog_files without the tail (256 bytes, 512 hex digits a row): what
+-- each log's ingest has reached.
+CREATE VIEW pw.maillog_status AS
+SELECT path, dev, inode, "offset", lines, events, unparsed, overlong, updated_at,
+       octet_length(tail) AS tail_bytes
+  FROM pw.maillog_files;
+
 -- Recipients seen deferred and not (yet) sent or bounced, per queue id: a
 -- later qmgr "status=expired" of that queue id bounces them.
 CREATE TABLE pw.maillog_pending (

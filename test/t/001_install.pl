@@ -60,5 +60,32 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM fmcsa_carriers c
 like($node->safe_psql('postgres', "SELECT * FROM pw.carriers_check('verify_sent_at')"),
 	qr/^fmcsa_carriers\|/, 'generated table satisfies the carriers contract');
 
+# Settings checked when set (issue 18): a mail-log directory that does not
+# exist and a host name in dns_servers do not stop the server; both are
+# logged, and the host name is not taken.
+my $missing = $node->basedir . '/no-such-maillog-dir';
+$node->append_conf('postgresql.conf', qq{
+pw_deliverability.maillog_directory = '$missing'
+pw_deliverability.dns_servers = 'dns.local:53'
+});
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok($node->log_contains(qr/LOG:  pw_deliverability\.maillog_directory "\Q$missing\E" does not exist/,
+		$log_offset), 'a missing maillog_directory is a LOG line at start');
+ok($node->log_contains(qr/"dns\.local" is not a numeric IPv4 or IPv6 address/, $log_offset),
+	'a host name in dns_servers is logged at start');
+is($node->safe_psql('postgres', 'SHOW pw_deliverability.dns_servers'), '',
+	'... and not taken');
+is($node->safe_psql('postgres', 'SHOW pw_deliverability.maillog_directory'), $missing,
+	'the missing directory is taken (it may be created later)');
+my ($ret, $out, $err) = $node->psql('postgres',
+	q{ALTER SYSTEM SET pw_deliverability.dns_servers = 'dns.local:53'});
+ok($ret != 0 && $err =~ /host names cannot be used/, 'ALTER SYSTEM refuses a host name in dns_servers');
+($ret, $out, $err) = $node->psql('postgres',
+	qq{ALTER SYSTEM SET pw_deliverability.maillog_directory = '$missing/sub'});
+ok($ret == 0 && $err =~ /WARNING:  pw_deliverability\.maillog_directory .* does not exist/,
+	'ALTER SYSTEM of a missing directory warns');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET ALL');
+
 $node->stop;
 done_testing();

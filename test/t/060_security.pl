@@ -161,6 +161,12 @@ my $script = join "\n", map { slurp_file($_) } pw_srcdir() . "/pw_deliverability
 # references count too)
 $script =~ s/--[^\n]*//g;
 $script =~ s/^\\echo[^\n]*//mg;
+# descriptions are prose: the text of COMMENT ... IS '...' out (its target is
+# still checked, below)
+$script =~ s/(\bCOMMENT\s+ON\s+[^;']*?\s+IS\s+)'(?:[^']|'')*'/$1''/gi;
+my @comment_targets = $script =~ /\bCOMMENT\s+ON\s+(?:TABLE|VIEW|FUNCTION)\s+([\w.]+)/gi;
+ok(@comment_targets > 60, 'the scripts describe their objects (' . scalar(@comment_targets) . ' COMMENTs)');
+my @unqualified_comments = grep { !/^pw\./ } @comment_targets;
 my @unqualified;
 while ($script =~ /\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:UNIQUE\s+)?(TABLE|FUNCTION|PROCEDURE|VIEW|MATERIALIZED\s+VIEW|TYPE|DOMAIN|SEQUENCE|AGGREGATE|OPERATOR|SCHEMA)\s+(?:IF\s+NOT\s+EXISTS\s+)?("?[\w.]+"?)/gi)
 {
@@ -195,6 +201,7 @@ while ($script =~ /\b(FROM|JOIN)\s+(?!\()([\w.]+)(\s*\()?/gi)
 	next if $ctes{$name} || $name =~ /^(LATERAL|ONLY|UNNEST|PUBLIC)$/i;
 	push @unqualified, "$what $name";
 }
+push @unqualified, map { "COMMENT ON $_" } @unqualified_comments;
 is(join("\n", @unqualified), '', 'the install and upgrade scripts name every object schema-qualified');
 
 # --- a hostile search_path ----------------------------------------------------
@@ -363,9 +370,15 @@ is($node->safe_psql('postgres', q{
 	'no index on the carriers uses an evil function');
 
 # the carriers relation is never looked up through the search_path: an
-# unqualified name is refused, so no schema early in a path can stand in
+# unqualified name is refused, so no schema early in a path can stand in:
+# when it is set, and by the selection should it get past that check
+$node->safe_psql('postgres', q{CREATE TABLE evil.fmcsa_carriers (LIKE public.fmcsa_carriers)});
+($ret, $out, $err) = $node->psql('postgres', q{SET search_path = evil, public, pw;
+    UPDATE pw.carriers_config SET relation = 'fmcsa_carriers'});
+like($err, qr/carriers relation "fmcsa_carriers" is not schema-qualified/,
+	'an unqualified carriers relation is refused when set');
 $node->safe_psql('postgres', q{
-    CREATE TABLE evil.fmcsa_carriers (LIKE public.fmcsa_carriers);
+    SET session_replication_role = replica;
     UPDATE pw.carriers_config SET relation = 'fmcsa_carriers';
 });
 ($ret, $out, $err) = $node->psql('postgres', q{SET search_path = evil, public, pw;

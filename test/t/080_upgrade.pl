@@ -58,7 +58,8 @@ UNION ALL SELECT 'f ' || md5(string_agg(concat_ws('|', id, email, email_verify_r
 # different paths.
 my $catalog_sql = q{
 SELECT x FROM (
-SELECT 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '-') || E'\n'
+SELECT 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '-')
+       || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '-') || E'\n'
        || pg_get_functiondef(p.oid)
   FROM pg_proc p WHERE p.pronamespace = 'pw'::regnamespace AND p.prokind <> 'a'
 UNION ALL
@@ -68,7 +69,8 @@ SELECT format('col %s.%s #%s %s notnull=%s default=%s', c.relname, a.attname, a.
   LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
  WHERE c.relnamespace = 'pw'::regnamespace
 UNION ALL
-SELECT format('rel %s %s %s', c.relname, c.relkind, coalesce(c.relacl::text, '-'))
+SELECT format('rel %s %s %s comment=%s', c.relname, c.relkind, coalesce(c.relacl::text, '-'),
+              coalesce(obj_description(c.oid, 'pg_class'), '-'))
   FROM pg_class c WHERE c.relnamespace = 'pw'::regnamespace
 UNION ALL
 SELECT format('con %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
