@@ -24,6 +24,7 @@
 #include "utils/regproc.h"
 
 #include "common/pw_common.h"
+#include "common/spi.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_carriers_check);
@@ -272,6 +273,10 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
+/* Columns of the profiles query of WarnProfilesSentColumns() */
+#define PROFILES_COL_NAME			1
+#define PROFILES_COL_SENT_COLUMN	2
+
 /*
  * Warns of each profile whose sent column the (just changed) carriers
  * relation lacks or holds with another type than timestamptz: the
@@ -282,14 +287,13 @@ pw_carriers_check(PG_FUNCTION_ARGS)
 static void
 WarnProfilesSentColumns(PwCarriers *carriers)
 {
-	if (SPI_execute("SELECT name, sent_column::text FROM pw.profiles ORDER BY name",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read pw.profiles");
-	for (uint64 i = 0; i < SPI_processed; i++)
+	uint64		n = PwSpiExecute("SELECT name, sent_column::text FROM pw.profiles ORDER BY name",
+								 0, NULL, NULL, NULL, true, SPI_OK_SELECT);
+
+	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		char	   *name = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
-		char	   *column = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
+		char	   *name = PwSpiGetTextNotNull(i, PROFILES_COL_NAME);
+		char	   *column = PwSpiGetTextNotNull(i, PROFILES_COL_SENT_COLUMN);
 		Oid			type = InvalidOid;
 		Oid			collation;
 

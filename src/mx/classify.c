@@ -20,6 +20,7 @@
 #include "utils/memutils.h"
 
 #include "classify_core.h"
+#include "common/spi.h"
 #include "mx.h"
 #include "pw_deliverability.h"
 
@@ -38,17 +39,6 @@ typedef struct RulesCache
 /* Columns of the suffix-rules query */
 #define RULES_COL_SUFFIX	1
 #define RULES_COL_LABEL		2
-
-/* A text column of an SPI result row that the table declares NOT NULL. */
-static char *
-RuleColumn(HeapTuple tup, TupleDesc desc, int col)
-{
-	char	   *value = SPI_getvalue(tup, desc, col);
-
-	if (value == NULL)
-		elog(ERROR, "pw.mx_suffix_rules has a NULL %s", SPI_fname(desc, col));
-	return value;
-}
 
 /*
  * A name of *len bytes in the database encoding as UTF-8: itself in a UTF-8
@@ -133,17 +123,13 @@ MxSuffixRulesLoad(MemoryContext cxt, MxSuffixRule **rules, size_t *nrules)
 	uint64		n;
 
 	SPI_connect();
-	if (SPI_execute("SELECT suffix, label FROM pw.mx_suffix_rules", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read pw.mx_suffix_rules");
-	n = SPI_processed;
+	n = PwSpiExecute("SELECT suffix, label FROM pw.mx_suffix_rules",
+					 0, NULL, NULL, NULL, true, SPI_OK_SELECT);
 	r = MemoryContextAllocZero(cxt, sizeof(MxSuffixRule) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-
-		r[i].suffix = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_SUFFIX));
-		r[i].label = MemoryContextStrdup(cxt, RuleColumn(tup, desc, RULES_COL_LABEL));
+		r[i].suffix = MemoryContextStrdup(cxt, PwSpiGetTextNotNull(i, RULES_COL_SUFFIX));
+		r[i].label = MemoryContextStrdup(cxt, PwSpiGetTextNotNull(i, RULES_COL_LABEL));
 	}
 	SPI_finish();
 	MxSuffixRulesSort(r, n);

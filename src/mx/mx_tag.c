@@ -25,6 +25,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "common/spi.h"
 #include "mx.h"
 #include "pw_deliverability.h"
 
@@ -133,11 +134,9 @@ static void
 LockTaggingRun(void)
 {
 	(void) PwLockExtension(false);
-	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
-					false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not take the tagging lock");
-	if (SPI_execute("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not lock pw.mx_domains");
+	PwSpiRun("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
+			 SPI_OK_SELECT);
+	PwSpiRun("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", SPI_OK_UTILITY);
 }
 
 /*

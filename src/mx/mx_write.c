@@ -16,6 +16,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
+#include "common/spi.h"
 #include "mx.h"
 
 /* Builds a text[] from C strings (NULL entries become NULL elements). */
@@ -49,10 +50,10 @@ MxWriteCachedLabels(const PwCarriers *carriers)
 							   carriers->relation, carriers->mx_col, carriers->mx_col,
 							   carriers->email_col);
 
-	if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update carriers");
+	uint64		n = PwSpiRun(sql, SPI_OK_UPDATE);
+
 	pfree(sql);
-	return SPI_processed;
+	return n;
 }
 
 /* The batch statements, prepared once per run, and the backoff settings */
