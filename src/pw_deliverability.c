@@ -22,6 +22,7 @@ void
 _PG_init(void)
 {
 	PwCarriersInit();
+	PwTokenInit();
 	MxResolverInit();
 	MxTagInit();
 	MxWorkerInit();

@@ -13,6 +13,9 @@
 /* GUC prefix shared by every module */
 #define PW_GUC_PREFIX "pw_deliverability"
 
+/* The extension's schema (not relocatable) */
+#define PW_SCHEMA "pw"
+
 /* A hint to the CPU to fetch the memory at p (PostgreSQL 15 has none) */
 #if defined(__GNUC__) || defined(__clang__)
 #define PwPrefetch(p) __builtin_prefetch(p)
@@ -22,6 +25,7 @@
 
 /* Module initialisation, called by _PG_init() */
 extern void PwCarriersInit(void);
+extern void PwTokenInit(void);
 
 /* mx/ */
 extern void MxResolverInit(void);

@@ -149,3 +149,19 @@ COMMENT ON FUNCTION pw.schedule_jobs(text, text, text, integer) IS
     'Registers the daily loop with pg_cron for the calling role (tagging, ingest of each log, confirmation); idempotent.';
 COMMENT ON FUNCTION pw.unschedule_jobs() IS
     'Removes the pg_cron jobs pw.schedule_jobs() registered for the calling role; returns how many.';
+
+-- VERP return paths and opt-out tokens
+COMMENT ON TABLE pw.token_key IS
+    'The key opt-out tokens are signed with (one row, random at CREATE EXTENSION, readable only by the owner, dumped with the configuration).';
+COMMENT ON FUNCTION pw.token_key_replace() IS
+    'Trigger of pw.token_key: an inserted key replaces the one there.';
+COMMENT ON FUNCTION pw.verp_address(text, text, text) IS
+    'The VERP envelope sender prefix+user=domain@origin_domain that names a recipient (delimiters pw_deliverability.verp_delimiters).';
+COMMENT ON FUNCTION pw.verp_recipient(text, text) IS
+    'The recipient a VERP address names, NULL if it names none.';
+COMMENT ON FUNCTION pw.optout_token(bigint, text) IS
+    'The opt-out token of one sent message (its id and address); not executable by PUBLIC.';
+COMMENT ON FUNCTION pw.optout_token_message(text) IS
+    'The message id an opt-out token names, NULL if it is not a well-formed token (the signature is not checked).';
+COMMENT ON FUNCTION pw.optout_token_valid(text, bigint, text) IS
+    'Whether an opt-out token was made for this message id and address with this database''s key.';
