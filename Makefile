@@ -21,7 +21,7 @@
 EXTENSION = pw_deliverability
 EXTVERSION = 0.3
 MODULE_big = pw_deliverability
-PW_SRC_DIRS = src src/common src/mx src/select src/maillog
+PW_SRC_DIRS = src src/common src/mx src/select src/maillog src/verdict
 OBJS = $(patsubst %.c,%.o,$(sort $(foreach d,$(PW_SRC_DIRS),$(wildcard $(d)/*.c))))
 # PGXS tracks no header dependencies: every object depends on every header.
 PW_HEADERS = $(foreach d,$(PW_SRC_DIRS),$(wildcard $(d)/*.h))
@@ -37,9 +37,9 @@ REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 PKG_CONFIG ?= pkg-config
-PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl libidn2)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcares libpsl libidn2 libhs)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl libidn2)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcares libpsl libidn2 libhs)
 
 EXTRA_CLEAN = test/unit/build tmp_sanitize tmp_valgrind tmp_install tmp_check test/tmp_check results regression.diffs regression.out log
 
@@ -54,7 +54,7 @@ endif
 
 ifeq ($(PGXS),)
 PW_NO_PGXS = cannot find PGXS: '$(PG_CONFIG) --pgxs' failed. Install \
-  postgresql-server-dev-15, libc-ares-dev, libpsl-dev, libidn2-dev and pkg-config (as root, \
+  postgresql-server-dev-15, libc-ares-dev, libpsl-dev, libidn2-dev, libhyperscan-dev and pkg-config (as root, \
   'bash .ci/deps' does), or name the pg_config of your PostgreSQL 15: \
   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 ifeq ($(filter-out test demo,$(or $(MAKECMDGOALS),all)),)

@@ -103,6 +103,23 @@ SELECT email, left(reason, 60) AS reason, source ~ 'fixtures/maillog/' AS from_l
 SELECT email, sent_count, deferred_count, bounce_count, bounce_dsn, in_carriers, mx_provider,
        first_sent_at IS NOT NULL AS sent, bounced_at IS NOT NULL AS bounced
   FROM pw.deliveries ORDER BY email;
+-- what was not the address's fault is a failure, not a hard bounce; each
+-- outcome keeps its category
+SELECT email, bounce_category, failed_count, blocked_count, failed_dsn, last_category,
+       failed_at IS NOT NULL AS failed
+  FROM pw.deliveries WHERE bounce_count > 0 OR failed_count > 0 OR last_category IS NOT NULL
+ ORDER BY email;
+-- the carriers marked hard_bounced, with the result each had before
+SELECT carrier_id, email, prior_result, category, dsn, bounced_at IS NOT NULL AS bounced,
+       released_at IS NULL AS not_released
+  FROM pw.hard_bounces ORDER BY carrier_id::int;
+SELECT day, mx_provider, profile, category, bounced, deferred
+  FROM pw.maillog_categories WHERE day >= '2024-01-01' AND day < '2025-01-01'
+ ORDER BY day, mx_provider, category;
+-- the rows of pw.read_maillog() carry the category of each bounce and deferral
+SELECT recipient, status, dsn, category
+  FROM pw.read_maillog('rfc3339.log') WHERE status IN ('bounced', 'deferred', 'expired')
+ ORDER BY line_offset;
 SELECT queue_id, email FROM pw.maillog_pending ORDER BY 1, 2;
 SELECT * FROM pw.operator_outcomes WHERE day >= '2024-01-01' AND day < '2025-01-01' ORDER BY day, mx_provider;
 SELECT mx_provider, sum(sent) AS sent, sum(deferred) AS deferred, sum(bounced) AS bounced

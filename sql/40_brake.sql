@@ -51,6 +51,9 @@ INSERT INTO pw.maillog_daily (day, mx_provider, profile, sent, deferred, bounced
     (current_date,     'zoho',           '',  95,  0,  5),
     -- addresses that are not carriers never brake anything
     (current_date,     '(not a carrier)', '',  0,  0, 500);
+-- these bounces were the addresses' fault and these deferrals were about
+-- the sender's reputation (the ingest counts them so: see 44_verdict)
+UPDATE pw.maillog_daily SET hard_bounced = bounced, throttled = deferred;
 SELECT operator, op_class, sent, deferred, bounced, sample, bounce_rate, deferral_rate,
        action, reason, current_date - since AS since_days_ago
   FROM pw.brake_status('b');
@@ -138,13 +141,34 @@ UPDATE pw.profiles SET brake_enabled = true WHERE name = 'b';
 SELECT operator, sample, bounce_rate, action FROM pw.brake_status('verify') WHERE operator = 'godaddy';
 INSERT INTO pw.maillog_daily (day, mx_provider, profile, sent, deferred, bounced)
 VALUES (current_date, 'godaddy', 'verify', 0, 100, 0)
-ON CONFLICT (day, mx_provider, profile) DO UPDATE SET deferred = EXCLUDED.deferred;
+ON CONFLICT (day, mx_provider, profile) DO UPDATE SET deferred = EXCLUDED.deferred,
+    throttled = EXCLUDED.deferred;
 SELECT operator, sample, deferral_rate, action FROM pw.brake_status('verify') WHERE operator = 'godaddy';
 
 -- bad settings are refused
 \set VERBOSITY terse
 UPDATE pw.profiles SET brake_bounce_rate = 1.5 WHERE name = 'b';
 UPDATE pw.profiles SET brake_window_days = 0 WHERE name = 'b';
+\set VERBOSITY default
+
+-- blocks: the sender refused (a listed burner) pauses the operator at the
+-- block rate, whatever the hard-bounce rate; greylisting deferrals
+-- (deferred but not throttled) slow nothing, reputation deferrals do
+DELETE FROM pw.maillog_daily;
+INSERT INTO pw.maillog_daily (day, mx_provider, profile, sent, deferred, bounced, hard_bounced, blocked, throttled) VALUES
+    (current_date, 'google',       'b', 60,  0, 40, 0, 40,  0),
+    (current_date, 'mx:host1.net', 'b', 60, 40,  0, 0,  0,  0),
+    (current_date, 'zoho',         'b', 60, 40,  0, 0,  0, 40),
+    (current_date, 'godaddy',      'verify', 60, 0, 40, 0, 40, 0);
+SELECT operator, sample, bounce_rate, block_rate, deferral_rate, throttle_rate, action, reason
+  FROM pw.brake_status('b');
+-- the verification stream too stops mailing an operator that blocks its burner
+SELECT operator, block_rate, action FROM pw.brake_status('verify') WHERE operator = 'godaddy';
+SELECT bucket, allowance, brake FROM pw.selection_composition(1000, 'b') ORDER BY bucket;
+UPDATE pw.profiles SET brake_block_rate = 0.5 WHERE name = 'b';
+SELECT operator, action FROM pw.brake_status('b') WHERE operator = 'google';
+\set VERBOSITY terse
+UPDATE pw.profiles SET brake_block_rate = -0.1 WHERE name = 'b';
 \set VERBOSITY default
 
 -- ingestion attributes outcomes to the profile pw.maillogs maps the log to

@@ -44,6 +44,8 @@ UPDATE public.rpt_carriers SET email_verify_result = 'send_confirmed' WHERE id I
 INSERT INTO pw.maillog_daily (day, mx_provider, profile, sent, deferred, bounced) VALUES
     (current_date, 'google', '', 92, 0, 8),
     (current_date - 1, 'godaddy', '', 60, 5, 0);
+-- hard bounces and reputation deferrals (see 40_brake)
+UPDATE pw.maillog_daily SET hard_bounced = bounced, throttled = deferred;
 
 SELECT id, email_verify_result, mx_provider, listmonk_sent_at IS NOT NULL AS sent,
        verify_sent_at IS NOT NULL AS verify_sent

@@ -27,6 +27,7 @@ _PG_init(void)
 	MxTagInit();
 	MxWorkerInit();
 	SelInit();
+	VerdictInit();
 	MaillogInit();
 	MarkGUCPrefixReserved(PW_GUC_PREFIX);
 }

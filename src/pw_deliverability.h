@@ -35,6 +35,9 @@ extern void MxWorkerInit(void);
 /* select/ */
 extern void SelInit(void);
 
+/* verdict/ */
+extern void VerdictInit(void);
+
 /* maillog/ */
 extern void MaillogInit(void);
 

@@ -89,6 +89,7 @@ MaillogAddrFor(MaillogIngest *in, const char *addr)
 
 		a->addr = pstrdup(addr);
 		a->source = -1;
+		a->last_category = -1;
 		e->key = a->addr;
 		e->agg = a;
 		if (in->naddrs == in->maxaddrs)
@@ -101,16 +102,95 @@ MaillogAddrFor(MaillogIngest *in, const char *addr)
 	return e->agg;
 }
 
+/* The category of a bounce or deferral (dsn and reason may be NULL). */
+int
+MaillogClassify(MaillogIngest *in, const char *dsn, const char *reason)
+{
+	return VerdictClassify(in->rules, dsn, dsn ? (int) strlen(dsn) : 0,
+						   reason, reason ? (int) strlen(reason) : 0);
+}
+
+/* Counts a bounce or deferral of a day in its category. */
+static void
+CountCategory(DayCount *dc, EventKind kind, int category)
+{
+	CatCount   *cc;
+
+	for (cc = dc->cats; cc != NULL && cc->category != category; cc = cc->next)
+		;
+	if (cc == NULL)
+	{
+		cc = palloc0(sizeof(CatCount));
+		cc->category = category;
+		cc->next = dc->cats;
+		dc->cats = cc;
+	}
+	if (kind == KIND_BOUNCED)
+		cc->bounced++;
+	else
+		cc->deferred++;
+}
+
+/* Adds a bounce of an address: a hard bounce only if the address's fault. */
+static void
+AddBounce(MaillogIngest *in, AddrAgg *a, DayCount *dc, TimestampTz when,
+		  char *dsn, char *reason, int source, const VerdictCategory *cat,
+		  int category)
+{
+	dc->bounced++;
+	in->counts->bounced++;
+	if (!cat->address_fault)
+	{
+		if (a->failed_count == 0 || when >= a->failed_at)
+		{
+			a->failed_at = when;
+			a->failed_dsn = dsn;
+			a->failed_reason = reason;
+		}
+		a->failed_count++;
+		if (cat->block || cat->throttle)
+		{
+			a->blocked_count++;
+			in->counts->blocked++;
+		}
+		if (cat->block)
+			dc->blocked++;
+		else if (cat->throttle)
+			dc->throttled++;
+		return;
+	}
+	if (a->bounce_count == 0 || when >= a->bounced_at)
+	{
+		a->bounced_at = when;
+		a->bounce_dsn = dsn;
+		a->bounce_reason = reason;
+		a->bounce_category = category;
+	}
+	if (a->bounce_count == 0 || when < a->first_bounced_at)
+	{
+		a->first_bounced_at = when;
+		a->first_dsn = dsn;
+		a->first_reason = reason;
+		a->first_source = source;
+		a->first_category = category;
+	}
+	a->bounce_count++;
+	dc->hard_bounced++;
+	in->counts->hard_bounced++;
+}
+
 /*
  * Adds one sent, deferred or bounced line of an address; dsn and reason
- * (of a bounce) are kept as given.
+ * (of a bounce) are kept as given.  category is that of a bounce or
+ * deferral (-1 for a delivery).
  */
 void
 MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind, TimestampTz when,
-		   char *dsn, char *reason, int source)
+				  char *dsn, char *reason, int source, int category)
 {
 	DateADT		day = DayOf(in, when);
 	DayCount   *dc;
+	const VerdictCategory *cat = category >= 0 ? &in->rules->cats[category] : NULL;
 
 	for (dc = a->days; dc != NULL && dc->day != day; dc = dc->next)
 		;
@@ -120,6 +200,17 @@ MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind, TimestampTz whe
 		dc->day = day;
 		dc->next = a->days;
 		a->days = dc;
+	}
+	if (kind != KIND_SENT)
+	{
+		if (cat == NULL)
+			elog(ERROR, "pw.ingest_maillog: a bounce or deferral without a category");
+		CountCategory(dc, kind, category);
+		if (a->last_category_at == 0 || a->last_category < 0 || when >= a->last_category_at)
+		{
+			a->last_category = category;
+			a->last_category_at = when;
+		}
 	}
 	switch (kind)
 	{
@@ -137,25 +228,12 @@ MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind, TimestampTz whe
 				a->last_deferred_at = when;
 			a->deferred_count++;
 			dc->deferred++;
+			if (cat->block || cat->throttle)
+				dc->throttled++;
 			in->counts->deferred++;
 			break;
 		case KIND_BOUNCED:
-			if (a->bounce_count == 0 || when >= a->bounced_at)
-			{
-				a->bounced_at = when;
-				a->bounce_dsn = dsn;
-				a->bounce_reason = reason;
-			}
-			if (a->bounce_count == 0 || when < a->first_bounced_at)
-			{
-				a->first_bounced_at = when;
-				a->first_dsn = dsn;
-				a->first_reason = reason;
-				a->first_source = source;
-			}
-			a->bounce_count++;
-			dc->bounced++;
-			in->counts->bounced++;
+			AddBounce(in, a, dc, when, dsn, reason, source, cat, category);
 			break;
 		default:
 			elog(ERROR, "pw.ingest_maillog: unexpected outcome %d", (int) kind);
@@ -255,6 +333,7 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 	MemoryContext old = MemoryContextSwitchTo(in->cxt);
 	const char *addr;
 	AddrAgg    *a;
+	bool		expiry;
 
 	addr = NormAddress(in, rec);
 	if (addr != NULL && in->scratch.len > PW_EMAIL_MAX_LEN)
@@ -269,20 +348,31 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 		in->max_logged_at = when;
 	in->have_events = true;
 	/* an expiry with a recipient is that recipient's bounce */
+	expiry = kind == KIND_EXPIRED;
 	if (kind == KIND_EXPIRED && addr != NULL)
 		kind = KIND_BOUNCED;
 	if (kind == KIND_EXPIRED)
 		NoteExpiry(in, rec, when);
 	else if (kind != KIND_OTHER && addr != NULL)
 	{
+		char	   *dsn = NULL;
+		char	   *reason = NULL;
+		int			category = -1;
+
 		a = MaillogAddrFor(in, addr);
+		if (kind != KIND_SENT)
+		{
+			dsn = rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL;
+			reason = rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL;
+			category = MaillogClassify(in, dsn, reason);
+			/* an expiry of this recipient: judged by why it was deferred */
+			if (expiry)
+				category = VerdictExpiryCategory(in->rules, category);
+		}
 		if (kind == KIND_BOUNCED)
-			MaillogAddOutcome(in, a, kind, when,
-							  rec->dsn.ptr ? pnstrdup(rec->dsn.ptr, rec->dsn.len) : NULL,
-							  rec->reason.ptr ? pnstrdup(rec->reason.ptr, rec->reason.len) : NULL,
-							  in->source);
+			MaillogAddOutcome(in, a, kind, when, dsn, reason, in->source, category);
 		else
-			MaillogAddOutcome(in, a, kind, when, NULL, NULL, in->source);
+			MaillogAddOutcome(in, a, kind, when, NULL, NULL, in->source, category);
 		if (rec->queue_id.ptr != NULL)
 		{
 			PairKey		key;
@@ -346,6 +436,7 @@ MaillogIngestInit(MaillogIngest *in, MaillogIngestCounts *counts)
 									ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(in->cxt);
 	in->counts = counts;
+	in->rules = VerdictRules();
 	INSTR_TIME_SET_CURRENT(in->phase_start);
 	in->addrs = strtab_create(in->cxt, 1024, NULL);
 	in->maxaddrs = 1024;

@@ -55,6 +55,8 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 					 "            WHERE lower(btrim(c.%s)) = d.email"
 					 "              AND d.first_sent_at <= now() - $1"
 					 "              AND d.bounced_at IS NULL"
+					 "              AND (d.failed_at IS NULL OR"
+					 "                   (d.failed_at < d.last_sent_at AND d.last_sent_at <= now() - $1))"
 					 "              AND c.%s IS DISTINCT FROM 'send_confirmed'"
 					 "              AND c.%s IS DISTINCT FROM 'hard_bounced'"
 					 "              AND NOT EXISTS (SELECT 1 FROM pw.suppressions s WHERE s.email = d.email)"

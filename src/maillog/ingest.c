@@ -39,7 +39,7 @@ PG_FUNCTION_INFO_V1(pw_ingest_maillog);
 #define FUNCTION_OID 1
 
 /* The columns returned by pw.ingest_maillog() */
-#define INGEST_RESULT_COLS 13
+#define INGEST_RESULT_COLS 15
 
 /* The oid of one of the extension's functions, by its signature. */
 Oid
@@ -105,6 +105,8 @@ IngestResult(TupleDesc tupdesc, const MaillogIngestCounts *counts)
 	values[10] = Int64GetDatum(counts->unknown);
 	values[11] = Int64GetDatum(counts->suppressed);
 	values[12] = Int64GetDatum(counts->end_offset);
+	values[13] = Int64GetDatum(counts->hard_bounced);
+	values[14] = Int64GetDatum(counts->blocked);
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 

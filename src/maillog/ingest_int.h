@@ -24,6 +24,7 @@
 
 #include "maillog.h"
 #include "common/pw_common.h"
+#include "verdict/verdict.h"
 
 /* How long a deferred recipient waits for its queue id's expiry line */
 #define MAILLOG_PENDING_WINDOW "30 days"
@@ -50,6 +51,8 @@ typedef struct MaillogIngestCounts
 	int64		bounced;
 	int64		expired;
 	int64		carriers_bounced;
+	int64		hard_bounced;	/* bounces that were the address's fault */
+	int64		blocked;		/* bounces of a block or throttle category */
 	int64		unknown;
 	int64		suppressed;
 	int64		end_offset;
@@ -65,13 +68,26 @@ typedef enum EventKind
 	KIND_EXPIRED				/* a message expired (qmgr line, no recipient) */
 } EventKind;
 
+/* One day's bounces and deferrals of an address in one category. */
+typedef struct CatCount
+{
+	int			category;		/* index into the ruleset's categories */
+	int64		bounced;
+	int64		deferred;
+	struct CatCount *next;
+} CatCount;
+
 /* One day's outcomes of an address. */
 typedef struct DayCount
 {
 	DateADT		day;
 	int64		sent;
 	int64		deferred;
-	int64		bounced;
+	int64		bounced;		/* every bounce */
+	int64		hard_bounced;	/* of an address-fault category */
+	int64		blocked;		/* of a block category */
+	int64		throttled;		/* deferrals of a block or throttle category, bounces of a throttle one */
+	CatCount   *cats;
 	struct DayCount *next;
 } DayCount;
 
@@ -82,15 +98,26 @@ typedef struct AddrAgg
 	TimestampTz first_sent_at;
 	TimestampTz last_sent_at;
 	TimestampTz last_deferred_at;
-	TimestampTz bounced_at;		/* of the latest bounce */
+	TimestampTz bounced_at;		/* of the latest hard bounce */
 	TimestampTz first_bounced_at;
 	int64		sent_count;
 	int64		deferred_count;
-	int64		bounce_count;
-	char	   *bounce_dsn;		/* of the latest bounce */
+	int64		bounce_count;	/* hard bounces: the address's fault */
+	char	   *bounce_dsn;		/* of the latest hard bounce */
 	char	   *bounce_reason;
-	char	   *first_dsn;		/* of the first bounce: the suppression's */
+	int			bounce_category;
+	char	   *first_dsn;		/* of the first hard bounce: the suppression's */
 	char	   *first_reason;
+	int			first_category;
+	/* bounces that were not the address's fault */
+	TimestampTz failed_at;		/* of the latest */
+	int64		failed_count;
+	int64		blocked_count;	/* of a block or throttle category */
+	char	   *failed_dsn;		/* of the latest */
+	char	   *failed_reason;
+	/* the category of the latest bounce or deferral */
+	int			last_category;
+	TimestampTz last_category_at;
 	int			first_source;
 	int			source;			/* the greatest source of its lines */
 	DayCount   *days;
@@ -194,6 +221,7 @@ typedef struct MaillogIngest
 {
 	MemoryContext cxt;
 	MaillogIngestCounts *counts;
+	const VerdictRuleset *rules;	/* the bounce rules, held for the call */
 	strtab_hash *addrs;
 	AddrAgg   **list;			/* the addresses, in order of appearance */
 	int			naddrs;
@@ -235,7 +263,8 @@ extern int	MaillogSourceIndex(MaillogIngest *in, const char *path);
 extern AddrAgg *MaillogAddrFor(MaillogIngest *in, const char *addr);
 extern void MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind,
 							  TimestampTz when, char *dsn, char *reason,
-							  int source);
+							  int source, int category);
+extern int	MaillogClassify(MaillogIngest *in, const char *dsn, const char *reason);
 extern const char *MaillogIntern(MaillogIngest *in, const char *str, size_t len);
 extern void MaillogPhaseDone(MaillogIngest *in, const char *name);
 extern AddrAgg **MaillogSortAddresses(MaillogIngest *in);

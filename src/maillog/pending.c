@@ -325,11 +325,17 @@ AddExpiryBounces(MaillogIngest *in, ExpiryBounces *bounces)
 	for (int64 i = 0; i < bounces->n; i++)
 	{
 		ExpiryBounce *b = &bounces->items[i];
-		char	   *reason = b->reason == NULL ? pstrdup("expired in queue") :
-			psprintf("expired in queue after: %s", b->reason);
+		char	   *reason = b->reason == NULL ? pstrdup(VERDICT_EXPIRY_REASON) :
+			psprintf(VERDICT_EXPIRY_REASON VERDICT_EXPIRY_AFTER "%s", b->reason);
+
+		/* judged by the recipient's last deferral */
+		int			category = VerdictExpiryCategory(in->rules,
+													 b->dsn == NULL && b->reason == NULL ? -1 :
+													 MaillogClassify(in, b->dsn, b->reason));
 
 		MaillogAddOutcome(in, MaillogAddrFor(in, b->addr), KIND_BOUNCED, b->at,
-						  b->dsn == NULL ? NULL : pstrdup(b->dsn), reason, b->source);
+						  b->dsn == NULL ? NULL : pstrdup(b->dsn), reason, b->source,
+						  category);
 	}
 }
 

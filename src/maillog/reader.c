@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "maillog.h"
+#include "verdict/verdict.h"
 #include "maillog_parse.h"
 #include "common/pw_common.h"
 #include "pw_deliverability.h"
@@ -35,7 +36,7 @@ PG_FUNCTION_INFO_V1(pw_maillog_last_read);
 /* Size of one read() from the log */
 #define MAILLOG_READ_SIZE (1024 * 1024)
 
-#define READ_MAILLOG_COLS 13
+#define READ_MAILLOG_COLS 14
 
 /* The last read of this backend, for pw.maillog_last_read() */
 static MaillogReadStats last_read;
@@ -144,6 +145,7 @@ typedef struct RowSink
 	Tuplestorestate *ts;
 	TupleDesc	desc;
 	char	   *buf;			/* the text values of the row being built */
+	const VerdictRuleset *rules;	/* to classify bounces and deferrals */
 } RowSink;
 
 /*
@@ -151,7 +153,7 @@ typedef struct RowSink
  * disjoint slices of a line of at most MAILLOG_MAX_LINE bytes, each value
  * takes a header and up to 3 bytes of alignment more.
  */
-#define ROW_TEXT_SPACE (MAILLOG_MAX_LINE + READ_MAILLOG_COLS * (VARHDRSZ + 3))
+#define ROW_TEXT_SPACE (MAILLOG_MAX_LINE + READ_MAILLOG_COLS * (VARHDRSZ + 3) + NAMEDATALEN)
 
 /*
  * Sets a text column from a field (NULL when absent), building the value
@@ -170,6 +172,35 @@ SetText(Datum *values, bool *nulls, int i, const MaillogField *f, char **pos)
 	values[i] = PointerGetDatum(*pos);
 	nulls[i] = false;
 	*pos += INTALIGN(VARHDRSZ + f->len);
+}
+
+/*
+ * Sets the category column of a bounce or deferral (as the ingest judges
+ * it: an expiry of a recipient by the reason of its last deferral); NULL
+ * for other lines.
+ */
+static void
+SetCategory(RowSink *sink, const MaillogRecord *rec, Datum *values, bool *nulls,
+			int i, char **pos)
+{
+	const MaillogField *st = &rec->status;
+	bool		expired = st->len == 7 && memcmp(st->ptr, "expired", 7) == 0;
+	MaillogField f;
+	int			cat;
+
+	nulls[i] = true;
+	if (st->ptr == NULL ||
+		!((st->len == 8 && memcmp(st->ptr, "deferred", 8) == 0) ||
+		  (st->len == 7 && memcmp(st->ptr, "bounced", 7) == 0) ||
+		  (expired && rec->recipient.ptr != NULL)))
+		return;
+	cat = VerdictClassify(sink->rules, rec->dsn.ptr, (int) rec->dsn.len,
+						  rec->reason.ptr, (int) rec->reason.len);
+	if (expired)
+		cat = VerdictExpiryCategory(sink->rules, cat);
+	f.ptr = sink->rules->cats[cat].name;
+	f.len = Min(strlen(f.ptr), NAMEDATALEN - VARHDRSZ - 4);
+	SetText(values, nulls, i, &f, pos);
 }
 
 /* Turns one parsed event line into a row of pw.read_maillog(). */
@@ -198,6 +229,7 @@ EmitRow(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_offset
 	SetText(values, nulls, 10, &rec->dsn, &pos);
 	SetText(values, nulls, 11, &rec->status, &pos);
 	SetText(values, nulls, 12, &rec->reason, &pos);
+	SetCategory(sink, rec, values, nulls, 13, &pos);
 	Assert(pos <= sink->buf + ROW_TEXT_SPACE);
 	tuplestore_putvalues(sink->ts, sink->desc, values, nulls);
 }
@@ -390,6 +422,7 @@ pw_read_maillog(PG_FUNCTION_ARGS)
 	sink.ts = rsinfo->setResult;
 	sink.desc = rsinfo->setDesc;
 	sink.buf = palloc(ROW_TEXT_SPACE);
+	sink.rules = VerdictRules();
 	MaillogReadEvents(canon, start_offset, EmitRow, &sink, &st);
 	pfree(sink.buf);
 	ereport(DEBUG1,

@@ -293,7 +293,19 @@ CREATE TABLE pw.profiles (
     brake_slow_factor   numeric NOT NULL DEFAULT 0.5
                         CONSTRAINT profiles_brake_slow_factor_range
                         CHECK (brake_slow_factor >= 0 AND brake_slow_factor <= 1),
-    seeded              boolean NOT NULL DEFAULT false
+    seeded              boolean NOT NULL DEFAULT false,
+    -- Pauses an operator whose block rate (bounces for the sender's IP,
+    -- domain, reputation, content or authentication) exceeds it.
+    brake_block_rate    numeric NOT NULL DEFAULT 0.05
+                        CONSTRAINT profiles_brake_block_rate_range
+                        CHECK (brake_block_rate >= 0 AND brake_block_rate <= 1),
+    -- A verification send without a verdict (a block, a full mailbox, an
+    -- expiry for the sender's reasons) is sent again after verify_retry_after,
+    -- at most verify_max_attempts sends in all (pw.requeue_verifications()).
+    verify_retry_after  interval NOT NULL DEFAULT '7 days'
+                        CONSTRAINT profiles_verify_retry_after_positive CHECK (verify_retry_after > '0'),
+    verify_max_attempts integer NOT NULL DEFAULT 3
+                        CONSTRAINT profiles_verify_max_attempts_positive CHECK (verify_max_attempts >= 1)
 );
 
 -- Refuses sendable results that are unknown or dead (a verification profile

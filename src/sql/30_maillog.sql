@@ -6,11 +6,14 @@
 -- One row per delivery-status line (smtp, lmtp, local, virtual, pipe, error,
 -- retry, discard, ...) and per qmgr "status=expired" line of a Postfix log
 -- inside pw_deliverability.maillog_directory, from start_offset on.
--- line_offset is the byte offset where the line starts.
+-- line_offset is the byte offset where the line starts; category is that of
+-- a bounce or deferral by pw.bounce_rules (an expiry of a recipient: by its
+-- last deferral's reason), NULL for other lines.
 CREATE FUNCTION pw.read_maillog(path text, start_offset bigint DEFAULT 0)
 RETURNS TABLE (line_offset bigint, logged_at timestamptz, host text, program text,
                pid integer, queue_id text, recipient text, orig_recipient text,
-               relay text, delay float8, dsn text, status text, reason text)
+               relay text, delay float8, dsn text, status text, reason text,
+               category text)
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'pw_read_maillog';
 
@@ -65,7 +68,12 @@ CREATE TABLE pw.maillog_pending (
 );
 
 -- What the logs said about each address (normalised), carrier or not.
--- Every ingest updates the rows of the addresses it saw: half of each page
+-- bounced_at, bounce_count, bounce_dsn, bounce_reason and bounce_category
+-- are of hard bounces (a category that is the address's fault); failed_at,
+-- failed_count, failed_dsn and failed_reason of the other bounces (blocks,
+-- rate limits, full mailboxes, expiries for the sender's reasons), with
+-- blocked_count of those that were blocks or rate limits; last_category is
+-- the category of the latest bounce or deferral.  Every ingest updates the rows of the addresses it saw: half of each page
 -- is left free so that the updates stay on the page (HOT).
 CREATE TABLE pw.deliveries (
     email            text PRIMARY KEY,
@@ -81,51 +89,88 @@ CREATE TABLE pw.deliveries (
     source           text,
     in_carriers      boolean NOT NULL DEFAULT false,
     mx_provider      text,
-    confirmed_at     timestamptz
+    confirmed_at     timestamptz,
+    bounce_category  text,
+    failed_at        timestamptz,
+    failed_count     bigint NOT NULL DEFAULT 0,
+    blocked_count    bigint NOT NULL DEFAULT 0,
+    failed_dsn       text,
+    failed_reason    text,
+    last_category    text
 ) WITH (fillfactor = 50);
 
 -- Outcomes per day (of the log time, in the ingesting session's time zone),
 -- operator (the carrier's mx_provider when ingested; '(untagged)' for
 -- carriers without one, '(not a carrier)' for other addresses) and profile
 -- of the log they came from ('' for a log not mapped to a profile in
--- pw.maillogs).
+-- pw.maillogs).  bounced counts every bounce; hard_bounced those that were
+-- the address's fault, blocked those of a block category (the sender
+-- refused); throttled the deferrals of a block or throttle category and the
+-- bounces of a throttle category (rate limits), which slow the operator.
 CREATE TABLE pw.maillog_daily (
-    day         date NOT NULL,
-    mx_provider text NOT NULL,
-    sent        bigint NOT NULL DEFAULT 0,
-    deferred    bigint NOT NULL DEFAULT 0,
-    bounced     bigint NOT NULL DEFAULT 0,
-    profile     text NOT NULL DEFAULT '',
+    day          date NOT NULL,
+    mx_provider  text NOT NULL,
+    sent         bigint NOT NULL DEFAULT 0,
+    deferred     bigint NOT NULL DEFAULT 0,
+    bounced      bigint NOT NULL DEFAULT 0,
+    profile      text NOT NULL DEFAULT '',
+    hard_bounced bigint NOT NULL DEFAULT 0,
+    blocked      bigint NOT NULL DEFAULT 0,
+    throttled    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (day, mx_provider, profile)
 );
 
+-- The bounces and deferrals of pw.maillog_daily by category.
+CREATE TABLE pw.maillog_categories (
+    day         date NOT NULL,
+    mx_provider text NOT NULL,
+    profile     text NOT NULL DEFAULT '',
+    category    text NOT NULL,
+    bounced     bigint NOT NULL DEFAULT 0,
+    deferred    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, mx_provider, profile, category)
+);
+
 -- Per-operator outcomes with rates, over all logs: watch each operator's
--- reject rate.
+-- hard-bounce, block and throttle rates.  bounce_rate is that of hard
+-- bounces (the addresses' fault), block_rate that of blocks (the sender's),
+-- over the final outcomes (sent + bounced); deferral_rate is over every
+-- outcome, throttle_rate that of the throttled outcomes.
 CREATE VIEW pw.operator_outcomes AS
 SELECT day, mx_provider, sent, deferred, bounced,
-       round(bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
-       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate
+       round(hard_bounced::numeric / nullif(sent + bounced, 0), 4) AS bounce_rate,
+       round(deferred::numeric / nullif(sent + bounced + deferred, 0), 4) AS deferral_rate,
+       hard_bounced, blocked, bounced - hard_bounced - blocked AS failed, throttled,
+       round(blocked::numeric / nullif(sent + bounced, 0), 4) AS block_rate,
+       round(throttled::numeric / nullif(sent + bounced + deferred, 0), 4) AS throttle_rate
   FROM (SELECT d.day, d.mx_provider, sum(d.sent)::bigint AS sent,
-               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced
+               sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
+               sum(d.hard_bounced)::bigint AS hard_bounced, sum(d.blocked)::bigint AS blocked,
+               sum(d.throttled)::bigint AS throttled
           FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
 
 -- Reads a mail log from where the last call on it stopped (following
--- rotation to path.1), records deliveries, deferrals and bounces, writes
--- hard bounces back to the carriers and the suppression list, and advances
--- the stored offset, all in the caller's transaction.
+-- rotation to path.1), records deliveries, deferrals and bounces with their
+-- categories, writes hard bounces (the address's fault) back to the
+-- carriers and the suppression list, and advances the stored offset, all in
+-- the caller's transaction.  bounced counts every bounce, hard_bounced those
+-- that were the address's fault, blocked those that were blocks or rate
+-- limits.
 CREATE FUNCTION pw.ingest_maillog(path text,
     OUT files integer, OUT lines bigint, OUT events bigint, OUT unparsed bigint,
     OUT overlong bigint, OUT sent bigint, OUT deferred bigint, OUT bounced bigint,
     OUT expired bigint, OUT carriers_bounced bigint, OUT unknown_addresses bigint,
-    OUT suppressed bigint, OUT end_offset bigint)
+    OUT suppressed bigint, OUT end_offset bigint, OUT hard_bounced bigint,
+    OUT blocked bigint)
 RETURNS record
 LANGUAGE c VOLATILE STRICT
 SET jit = off SET work_mem = '64MB'
 AS 'MODULE_PATHNAME', 'pw_ingest_maillog';
 
--- Carriers whose address was delivered longer ago than older_than and never
--- bounced become send_confirmed (never over hard_bounced or a suppressed
--- address).  Returns the number of carriers changed.
+-- Carriers whose address was delivered longer ago than older_than, never
+-- hard-bounced, and not failed since its last delivery (a block, a rate
+-- limit, an expiry) become send_confirmed (never over hard_bounced or a
+-- suppressed address).  Returns the number of carriers changed.
 CREATE FUNCTION pw.confirm_deliveries(older_than interval DEFAULT '48 hours')
 RETURNS bigint
 LANGUAGE c VOLATILE STRICT
@@ -180,3 +225,4 @@ SELECT pg_catalog.pg_extension_config_dump('pw.maillog_files', '');
 SELECT pg_catalog.pg_extension_config_dump('pw.maillog_pending', '');
 SELECT pg_catalog.pg_extension_config_dump('pw.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('pw.maillog_daily', '');
+SELECT pg_catalog.pg_extension_config_dump('pw.maillog_categories', '');

@@ -32,9 +32,14 @@ RETURN coalesce((SELECT m.profile FROM pw.maillogs m
 -- Every operator's outcomes in a profile's brake window (the last
 -- brake_window_days days, today included), from the logs mapped to the
 -- profile and the logs mapped to none, with what the brake does: 'paused'
--- when the bounce rate is over brake_bounce_rate, 'slowed' when the
--- deferral rate is over brake_deferral_rate, NULL otherwise; nothing is
--- judged below brake_min_sample outcomes or with the brake disabled.
+-- when the hard-bounce rate (bounces that were the address's fault) is over
+-- brake_bounce_rate or the block rate (the sender refused: blocklists,
+-- reputation, policy, content, authentication) is over brake_block_rate,
+-- 'slowed' when the throttle rate (deferrals for the sender's reputation or
+-- a rate limit, bounces for a rate limit; not greylisting) is over
+-- brake_deferral_rate, NULL otherwise; nothing is judged below
+-- brake_min_sample outcomes or with the brake disabled.  bounced counts
+-- every bounce, blocked the blocks; both rates over sent + bounced.
 -- "since" is the first day of the window with an outcome of the kind that
 -- triggered the brake: the brake lifts once the window has moved past the
 -- days that triggered it and the rates are back under the thresholds.
@@ -47,27 +52,34 @@ RETURN coalesce((SELECT m.profile FROM pw.maillogs m
 CREATE FUNCTION pw.brake_status(profile text DEFAULT 'default', braked_only boolean DEFAULT false)
 RETURNS TABLE (operator text, op_class text, sent bigint, deferred bigint, bounced bigint,
                sample bigint, bounce_rate numeric, deferral_rate numeric,
-               action text, reason text, since date)
+               action text, reason text, since date, hard_bounced bigint, blocked bigint,
+               throttled bigint, block_rate numeric, throttle_rate numeric)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     WITH p AS (
         SELECT p.name, p.brake_enabled, p.brake_window_days, p.brake_min_sample,
                p.brake_bounce_rate, p.brake_deferral_rate, p.brake_slow_factor,
+               p.brake_block_rate,
                (p.brake_bounce_rate - 0.0001)::float8 AS bounce_floor,
-               (p.brake_deferral_rate - 0.0001)::float8 AS deferral_floor
+               (p.brake_block_rate - 0.0001)::float8 AS block_floor,
+               (p.brake_deferral_rate - 0.0001)::float8 AS throttle_floor
           FROM pw.profiles p WHERE p.name = brake_status.profile
     ), near AS (
         SELECT s.mx_provider
           FROM pw.maillog_daily s, p
          WHERE s.day > current_date - p.brake_window_days AND s.day <= current_date
            AND s.profile IN (p.name, '') AND p.brake_enabled
-           AND (s.bounced::float8 > p.bounce_floor * (s.sent + s.bounced)::float8
-                OR s.deferred::float8 > p.deferral_floor * (s.sent + s.deferred + s.bounced)::float8)
+           AND (s.hard_bounced::float8 > p.bounce_floor * (s.sent + s.bounced)::float8
+                OR s.blocked::float8 > p.block_floor * (s.sent + s.bounced)::float8
+                OR s.throttled::float8 > p.throttle_floor * (s.sent + s.deferred + s.bounced)::float8)
     ), o AS (
         SELECT d.mx_provider AS operator, sum(d.sent)::bigint AS sent,
                sum(d.deferred)::bigint AS deferred, sum(d.bounced)::bigint AS bounced,
-               min(d.day) FILTER (WHERE d.bounced > 0) AS first_bounce,
-               min(d.day) FILTER (WHERE d.deferred > 0) AS first_deferral
+               sum(d.hard_bounced)::bigint AS hard_bounced, sum(d.blocked)::bigint AS blocked,
+               sum(d.throttled)::bigint AS throttled,
+               min(d.day) FILTER (WHERE d.hard_bounced > 0) AS first_bounce,
+               min(d.day) FILTER (WHERE d.blocked > 0) AS first_block,
+               min(d.day) FILTER (WHERE d.throttled > 0) AS first_throttle
           FROM pw.maillog_daily d, p
          WHERE d.day > current_date - p.brake_window_days AND d.day <= current_date
            AND d.profile IN (p.name, '')
@@ -76,29 +88,40 @@ BEGIN ATOMIC
          GROUP BY d.mx_provider
     ), r AS (
         SELECT o.*, o.sent + o.deferred + o.bounced AS sample,
-               round(o.bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,
-               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS deferral_rate
+               round(o.hard_bounced::numeric / nullif(o.sent + o.bounced, 0), 4) AS bounce_rate,
+               round(o.blocked::numeric / nullif(o.sent + o.bounced, 0), 4) AS block_rate,
+               round(o.deferred::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS deferral_rate,
+               round(o.throttled::numeric / nullif(o.sent + o.deferred + o.bounced, 0), 4) AS throttle_rate
           FROM o
     ), j AS (
         SELECT r.*,
                CASE WHEN NOT p.brake_enabled OR r.sample < p.brake_min_sample THEN NULL
                     WHEN r.bounce_rate > p.brake_bounce_rate THEN 'paused'
-                    WHEN r.deferral_rate > p.brake_deferral_rate THEN 'slowed' END AS action
+                    WHEN r.block_rate > p.brake_block_rate THEN 'paused'
+                    WHEN r.throttle_rate > p.brake_deferral_rate THEN 'slowed' END AS action,
+               CASE WHEN r.bounce_rate > p.brake_bounce_rate THEN 'bounce'
+                    WHEN r.block_rate > p.brake_block_rate THEN 'block'
+                    ELSE 'throttle' END AS why
           FROM r CROSS JOIN p
     )
     SELECT j.operator,
            CASE WHEN j.operator = '(untagged)' THEN NULL ELSE coalesce(op.op_class, 'default') END,
            j.sent, j.deferred, j.bounced, j.sample, j.bounce_rate, j.deferral_rate, j.action,
-           CASE j.action
-                WHEN 'paused'
+           CASE WHEN j.action IS NULL THEN NULL
+                WHEN j.why = 'bounce'
                 THEN format('bounce rate %s > %s over %s outcomes in %s day(s)',
                             j.bounce_rate, p.brake_bounce_rate, j.sample, p.brake_window_days)
-                WHEN 'slowed'
-                THEN format('deferral rate %s > %s over %s outcomes in %s day(s): allowance x %s',
-                            j.deferral_rate, p.brake_deferral_rate, j.sample, p.brake_window_days,
+                WHEN j.why = 'block'
+                THEN format('block rate %s > %s over %s outcomes in %s day(s): the sender is refused',
+                            j.block_rate, p.brake_block_rate, j.sample, p.brake_window_days)
+                ELSE format('throttle rate %s > %s over %s outcomes in %s day(s): allowance x %s',
+                            j.throttle_rate, p.brake_deferral_rate, j.sample, p.brake_window_days,
                             p.brake_slow_factor) END,
-           CASE j.action WHEN 'paused' THEN j.first_bounce
-                         WHEN 'slowed' THEN j.first_deferral END
+           CASE WHEN j.action IS NULL THEN NULL
+                WHEN j.why = 'bounce' THEN j.first_bounce
+                WHEN j.why = 'block' THEN j.first_block
+                ELSE j.first_throttle END,
+           j.hard_bounced, j.blocked, j.throttled, j.block_rate, j.throttle_rate
       FROM j CROSS JOIN p
       LEFT JOIN pw.operators op ON op.label = j.operator
      WHERE NOT brake_status.braked_only OR j.action IS NOT NULL
@@ -195,7 +218,12 @@ BEGIN
     -- outcomes per operator over the brake window
     RETURN QUERY
         SELECT 'outcomes'::text, s.operator, s.op_class, s.sample, NULL::bigint,
-               s.bounce_rate, s.deferral_rate, coalesce(s.action || ': ' || s.reason, 'ok')
+               s.bounce_rate, s.deferral_rate,
+               coalesce(s.action || ': ' || s.reason, 'ok')
+               || CASE WHEN s.blocked > 0 OR s.throttled > 0
+                       THEN format('; blocked %s (block rate %s), throttled %s (throttle rate %s)',
+                                   s.blocked, s.block_rate, s.throttled, s.throttle_rate)
+                       ELSE '' END
           FROM pw.brake_status(p.name) s
          ORDER BY s.operator;
 
@@ -257,7 +285,9 @@ $$;
 -- calling role: the MX tagging ("pw_mx_tag", daily before the builder), the
 -- ingest of every log of pw.maillogs ("pw_ingest:<path>", on the log's
 -- schedule unless ingest_schedule overrides it) and the confirmation of
--- deliveries ("pw_confirm_deliveries", hourly).  Idempotent: pg_cron updates
+-- deliveries ("pw_confirm_deliveries", hourly) and the retry of
+-- verifications without a verdict ("pw_requeue_verifications", on the same
+-- schedule).  Idempotent: pg_cron updates
 -- a job of the same name, and the ingest jobs of logs no longer in
 -- pw.maillogs are removed.  Returns the jobs registered.
 CREATE FUNCTION pw.schedule_jobs(tag_schedule text DEFAULT '45 5 * * *',
@@ -300,6 +330,9 @@ BEGIN
         UNION ALL
         SELECT 3, 'pw_confirm_deliveries', confirm_schedule,
                'SELECT * FROM pw.confirm_deliveries()'
+        UNION ALL
+        SELECT 4, 'pw_requeue_verifications', confirm_schedule,
+               'SELECT pw.requeue_verifications()'
         ORDER BY 1, 2
     LOOP
         EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO id USING j.name, j.sched, j.cmd;
@@ -326,7 +359,7 @@ BEGIN
     FOR j IN EXECUTE
         'SELECT c.jobname FROM cron.job c'
         ' WHERE c.username = current_user'
-        '   AND (c.jobname IN (''pw_mx_tag'', ''pw_confirm_deliveries'')'
+        '   AND (c.jobname IN (''pw_mx_tag'', ''pw_confirm_deliveries'', ''pw_requeue_verifications'')'
         '        OR c.jobname LIKE ''pw\_ingest:%'')'
     LOOP
         EXECUTE 'SELECT cron.unschedule($1)' USING j.jobname;

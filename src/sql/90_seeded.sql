@@ -91,3 +91,11 @@ CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.warmup_ramp
     FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
 CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.warmup_ramp
     FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.bounce_categories
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.bounce_categories
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();
+CREATE TRIGGER aa_config_row_insert BEFORE INSERT ON pw.bounce_rules
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_insert();
+CREATE TRIGGER zz_config_row_update BEFORE UPDATE ON pw.bounce_rules
+    FOR EACH ROW EXECUTE FUNCTION pw.config_row_update();

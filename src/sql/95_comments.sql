@@ -165,3 +165,29 @@ COMMENT ON FUNCTION pw.optout_token_message(text) IS
     'The message id an opt-out token names, NULL if it is not a well-formed token (the signature is not checked).';
 COMMENT ON FUNCTION pw.optout_token_valid(text, bigint, text) IS
     'Whether an opt-out token was made for this message id and address with this database''s key.';
+
+-- verdicts
+COMMENT ON TABLE pw.bounce_categories IS
+    'The categories of bounces and deferrals: only an address_fault category marks a carrier hard_bounced and suppresses the address; block categories pause the operator, throttle categories slow it.';
+COMMENT ON TABLE pw.bounce_rules IS
+    'Ordered rules naming the category of a bounce or deferral by its enhanced status, SMTP code, reply text and stage; the first match wins, user rows before shipped ones.';
+COMMENT ON FUNCTION pw.bounce_rules_check() IS
+    'Trigger of pw.bounce_rules: refuses a pattern that does not compile.';
+COMMENT ON FUNCTION pw.bounce_rules_changed() IS
+    'Trigger of pw.bounce_rules and pw.bounce_categories: every session compiles the rules again at their next use.';
+COMMENT ON FUNCTION pw.classify_bounce(text, text) IS
+    'The category (pw.bounce_categories) of a bounce or deferral, by its enhanced status and reply text.';
+COMMENT ON FUNCTION pw.bounce_reply_parts(text) IS
+    'The parts of a reply that the bounce rules match: SMTP code, enhanced status, stage, remote reply text.';
+COMMENT ON TABLE pw.maillog_categories IS
+    'Bounces and deferrals per day, operator, profile and category.';
+COMMENT ON TABLE pw.hard_bounces IS
+    'Every carrier the ingest marked hard_bounced, with its prior result and the bounce: what pw.reclassify_outcomes() restores.';
+COMMENT ON TABLE pw.verify_attempts IS
+    'Verification sends per profile and address: attempts, the latest outcome and its category, the last requeue.';
+COMMENT ON VIEW pw.verification_retries IS
+    'Each verification''s attempts against the profile''s verify_max_attempts and when it may be sent again.';
+COMMENT ON FUNCTION pw.requeue_verifications(text) IS
+    'Makes the verifications without a verdict selectable again after verify_retry_after, while attempts are left; returns the carriers requeued.';
+COMMENT ON FUNCTION pw.reclassify_outcomes(boolean) IS
+    'Applies the current bounce rules to the recorded outcomes: releases addresses suppressed for what is no longer the address''s fault (restoring their carriers'' results), and hard-bounces failures that now are; dry run by default.';
