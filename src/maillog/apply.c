@@ -48,6 +48,7 @@ enum AddressColumn
 	ADDR_FAILED_DSN,
 	ADDR_FAILED_REASON,
 	ADDR_LAST_CATEGORY,
+	ADDR_LAST_CATEGORY_AT,
 	ADDR_NCOLUMNS
 };
 
@@ -134,11 +135,11 @@ BatchAddresses(MaillogIngest *in, AddrAgg **sorted, MaillogIngestCounts *counts,
 		"last_sent_at", "sent_count", "last_deferred_at", "deferred_count", "bounced_at",
 		"bounce_count", "bounce_dsn", "bounce_reason", "source", "in_carriers", "mx",
 		"bounce_category", "failed_at", "failed_count", "blocked_count", "failed_dsn",
-	"failed_reason", "last_category"};
+	"failed_reason", "last_category", "last_category_at"};
 	static const Oid types[ADDR_NCOLUMNS] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		INT8OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID,
 		TEXTOID, BOOLOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, TEXTOID,
-	TEXTOID, TEXTOID};
+	TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[ADDR_NCOLUMNS];
 	bool		nulls[ADDR_NCOLUMNS];
 	StringInfoData buf[6];		/* the text values of a row */
@@ -203,6 +204,8 @@ BatchAddresses(MaillogIngest *in, AddrAgg **sorted, MaillogIngestCounts *counts,
 			PwTextDatumInBuffer(&buf[5], a->failed_reason);
 		nulls[ADDR_LAST_CATEGORY] = a->last_category < 0;
 		values[ADDR_LAST_CATEGORY] = a->last_category < 0 ? (Datum) 0 : cats[a->last_category];
+		nulls[ADDR_LAST_CATEGORY_AT] = a->last_category < 0;
+		values[ADDR_LAST_CATEGORY_AT] = TimestampTzGetDatum(a->last_category_at);
 		PwEphemeralRelAdd(rows, values, nulls);
 		if (!a->in_carriers)
 			counts->unknown++;
@@ -263,7 +266,9 @@ ApplyDeliveries(MaillogIngest *in, AddrAgg **sorted, MaillogIngestCounts *counts
 			 "     failed_at = greatest(d.failed_at, s.failed_at),"
 			 "     failed_count = d.failed_count + s.failed_count,"
 			 "     blocked_count = d.blocked_count + s.blocked_count,"
-			 "     last_category = coalesce(s.last_category, d.last_category),"
+			 "     last_category = CASE WHEN s.last_category IS NOT NULL AND (d.last_category IS NULL"
+			 "       OR s.last_category_at >= greatest(d.last_deferred_at, d.bounced_at, d.failed_at))"
+			 "       THEN s.last_category ELSE d.last_category END,"
 			 "     source = s.source, in_carriers = s.in_carriers, mx_provider = s.mx"
 			 "    FROM pw_ingest_addresses s WHERE d.email = s.addr"
 			 "   RETURNING 1)"

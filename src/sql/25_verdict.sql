@@ -33,7 +33,7 @@ SELECT category, af, block, throttle, description, true FROM (VALUES
     ('mailbox_full',       false, false, false, 'the mailbox is over quota (X.2.2): the address exists'),
     ('blocklisted',        false, true,  false, 'the sending IP or domain is on a blocklist (Spamhaus, SORBS, Barracuda, a provider''s own list)'),
     ('reputation',         false, true,  false, 'the sender''s reputation, volume or complaints: refused or deferred by the receiver'),
-    ('policy',             false, true,  false, 'refused by the receiver''s policy (sender, PTR/HELO, a rejection at connect, MAIL FROM or DATA)'),
+    ('policy',             false, true,  false, 'refused by the receiver''s policy (sender, PTR/HELO, a rejection at connect, at MAIL FROM, at DATA)'),
     ('spam_content',       false, true,  false, 'the message was judged spam, or its content or attachment refused'),
     ('authentication',     false, true,  false, 'SPF, DKIM or DMARC failed, or the sender is unauthenticated (X.7.20-X.7.27)'),
     ('rate_limited',       false, false, true,  'too many messages, recipients or connections: the receiver throttles the sender'),
@@ -106,6 +106,9 @@ RETURNS record
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pw_bounce_reply_parts';
 
+-- The rules are configuration every role may read (pw.classify_bounce()
+-- and the ingest read them as the caller); only their owner changes them.
+GRANT SELECT ON pw.bounce_categories, pw.bounce_rules TO PUBLIC;
 REVOKE ALL ON FUNCTION pw.bounce_rules_check() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pw.bounce_rules_changed() FROM PUBLIC;
 

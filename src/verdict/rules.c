@@ -193,6 +193,13 @@ LoadRuleset(VerdictRuleset *rs, MemoryContext rules_cxt)
 	uint64		n;
 	MemoryContext old;
 
+	PwSpiRun("SELECT to_regclass('pw.bounce_rules') IS NULL", SPI_OK_SELECT);
+	if (PwSpiGetBool(0, 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the pw_deliverability objects in this database are older than its library"),
+				 errdetail("pw.bounce_rules, which classifies bounces, is missing."),
+				 errhint("Run ALTER EXTENSION pw_deliverability UPDATE.")));
 	PwSpiRun("SELECT category, address_fault, block, throttle FROM pw.bounce_categories"
 			 " ORDER BY category", SPI_OK_SELECT);
 	old = MemoryContextSwitchTo(rules_cxt);

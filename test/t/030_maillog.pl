@@ -133,8 +133,9 @@ $node->safe_psql('postgres', q{
     GRANT EXECUTE ON FUNCTION pw.read_maillog(text, bigint), pw.maillog_last_read(),
         pw.ingest_maillog(text), pw.confirm_deliveries(interval) TO ingester;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pw.maillog_files, pw.maillog_pending, pw.deliveries,
-        pw.maillog_daily, pw.suppressions TO ingester;
-    GRANT SELECT ON pw.carriers_config TO ingester;
+        pw.maillog_daily, pw.maillog_categories, pw.suppressions, pw.hard_bounces,
+        pw.verify_attempts TO ingester;
+    GRANT SELECT ON pw.carriers_config, pw.profiles TO ingester;
     GRANT SELECT, UPDATE ON fmcsa_carriers TO ingester;
 });
 append("$logs/grant.log", line('EEEEE00001', 'r9@x.test', 'bounced'));

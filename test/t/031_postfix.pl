@@ -86,17 +86,22 @@ like($node->safe_psql('postgres', q{SELECT count(*) FROM pw.read_maillog('mail.l
 my $counts = $node->safe_psql('postgres',
 	'SELECT sent, deferred > 0, bounced, expired, carriers_bounced, suppressed, unknown_addresses
        FROM pw.ingest_maillog(\'mail.log\')');
-is($counts, '7|t|3|1|3|3|1',
-	'ingest: sent (4 + 3 bounce notices), deferred, bounced (incl. expired), written back, sender not a carrier');
+is($counts, '7|t|3|1|1|1|1',
+	'ingest: sent (4 + 3 bounce notices), deferred, bounced (incl. expired), the one address fault written back, sender not a carrier');
 is($node->safe_psql('postgres', 'SELECT pw.confirm_deliveries(older_than => \'0 seconds\')'), '4',
 	'deliveries confirmed');
 is($node->safe_psql('postgres',
 		"SELECT string_agg(id || ':' || email_verify_result, ' ' ORDER BY id) FROM fmcsa_carriers"),
-	'1:send_confirmed 2:send_confirmed 3:send_confirmed 4:hard_bounced 5:hard_bounced '
-	  . '6:hard_bounced 7:send_confirmed 8:catch_all_domain',
-	'bounced and expired are hard_bounced (even over send_confirmed), delivered are send_confirmed');
+	'1:send_confirmed 2:send_confirmed 3:send_confirmed 4:hard_bounced 5:send_confirmed '
+	  . '6:catch_all_domain 7:send_confirmed 8:catch_all_domain',
+	'an unknown user is hard_bounced (even over send_confirmed); a policy block (5.7.1) and an expiry after greylisting change no result; delivered are send_confirmed');
 is($node->safe_psql('postgres', 'SELECT string_agg(email, \' \' ORDER BY email) FROM pw.suppressions'),
-	'bad1@bad.test policy@bad.test soft1@soft.test', 'bounces suppressed');
+	'bad1@bad.test', 'only the address fault is suppressed');
+is($node->safe_psql('postgres', q{SELECT string_agg(email || ':' || coalesce(bounce_category, '') || ':'
+                                        || coalesce(last_category, ''), ' ' ORDER BY email)
+                                    FROM pw.deliveries WHERE bounce_count > 0 OR failed_count > 0}),
+	'bad1@bad.test:bad_mailbox:bad_mailbox policy@bad.test::policy soft1@soft.test::message_expired',
+	'each outcome recorded with its category');
 is($node->safe_psql('postgres', 'SELECT events FROM pw.ingest_maillog(\'mail.log\')'), '0',
 	'ingesting again reads nothing new');
 

@@ -195,20 +195,24 @@ is($node->safe_psql('up', q{
            (SELECT proconfig FROM pg_proc WHERE oid = 'pw.create_tagging_index()'::regprocedure)}),
 	'f|f|f|{"search_path=pg_catalog, pg_temp"}', 'privileges and search_path hold after the update');
 
-# The ingest continues from the offset stored under 0.1.
-append($log, line('AAAAA00002', 'second@a.example', '5.1.1', 'bounced'));
-$node->safe_psql('up', q{SELECT * FROM pw.ingest_maillog('mail.log')});
-is($node->safe_psql('up', q{
-    SELECT string_agg(concat_ws(':', email, sent_count, bounce_count), ',' ORDER BY email) FROM pw.deliveries}),
-	'first@a.example:1:0,second@a.example:0:1', 'ingest resumes after the 0.1 offset');
-is($node->safe_psql('up', qq{SELECT "offset" = ${\ -s $log} AND tail IS NOT NULL FROM pw.maillog_files}),
-	't', 'offset and tail advanced');
-
 # --- ALTER EXTENSION UPDATE to the current version ------------------------------
 $node->safe_psql('up', q{ALTER EXTENSION pw_deliverability UPDATE});
 is($node->safe_psql('up', q{SELECT extversion FROM pg_extension WHERE extname = 'pw_deliverability'}),
 	$node->safe_psql('up', q{SELECT default_version FROM pg_available_extensions WHERE name = 'pw_deliverability'}),
 	'updated to the default version');
+
+# The ingest continues from the offset stored under 0.1 (the library is
+# the current version's: it ingests with the current SQL objects).
+append($log, line('AAAAA00002', 'second@a.example', '5.1.1', 'bounced'));
+$node->safe_psql('up', q{SELECT * FROM pw.ingest_maillog('mail.log')});
+is($node->safe_psql('up', q{
+    SELECT string_agg(concat_ws(':', email, sent_count, bounce_count), ',' ORDER BY email) FROM pw.deliveries}),
+	'first@a.example:1:0,second@a.example:0:1', 'ingest resumes after the 0.1 offset');
+is($node->safe_psql('up', q{SELECT bounce_category FROM pw.deliveries WHERE email = 'second@a.example'}),
+	'bad_mailbox', '... and classifies its bounce');
+is($node->safe_psql('up', qq{SELECT "offset" = ${\ -s $log} AND tail IS NOT NULL FROM pw.maillog_files}),
+	't', 'offset and tail advanced');
+
 
 # The selection on the updated install.
 my $comp = $node->safe_psql('up', q{
