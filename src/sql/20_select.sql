@@ -103,8 +103,9 @@ $$;
 -- proven or disproven by a real send from a disposable domain.  It has its
 -- own sent column, warmup and ramp, so a verification send never marks a
 -- campaign send.  The stream exists to find the addresses that bounce: its
--- bounce rate is the measurement, not a reputation signal, so its brake
--- still slows down on deferrals but never pauses on bounces.
+-- hard-bounce rate is the measurement, not a reputation signal, so its
+-- brake never pauses on hard bounces; it still pauses an operator that
+-- blocks the burner and slows down on throttling.
 INSERT INTO pw.profiles (name, purpose, warmup_start, sent_column, sendable_results,
                          per_op_run_cap, null_run_cap, brake_bounce_rate, note, seeded) VALUES
     ('verify', 'verification', current_date, 'verify_sent_at',
