@@ -77,6 +77,14 @@ BEGIN
                 AND (requeue_verifications.profile IS NULL OR x.name = requeue_verifications.profile)
               ORDER BY x.name
     LOOP
+        -- nothing due: the carriers are not looked at (a verification
+        -- profile not in use may lack its sent column)
+        CONTINUE WHEN NOT EXISTS (
+            SELECT 1 FROM pw.verify_attempts v
+             WHERE v.profile = p.name AND v.last_outcome = 'failed'
+               AND v.attempts < p.verify_max_attempts
+               AND v.last_outcome_at <= now() - p.verify_retry_after
+               AND (v.requeued_at IS NULL OR v.requeued_at < v.last_outcome_at));
         SELECT * INTO cc FROM pw.carriers_check(p.sent_column);
         EXECUTE format(
             'WITH due AS ('

@@ -50,6 +50,40 @@ ScanPart(const VerdictRuleset *rs, void *db, const char *s, int len, uint64 *bit
 		elog(ERROR, "Hyperscan failed to scan a bounce reply");
 }
 
+/*
+ * The matches of a status (part 0) or code (part 1): kept from an earlier
+ * scan of the same string, or scanned (and kept while there is room).
+ */
+static const uint64 *
+PartMatches(const VerdictRuleset *rs, int part, void *db, const char *s, int len,
+			uint64 *scratch_bits)
+{
+	VerdictCache *c = rs->cache;
+
+	if (s == NULL || len > VERDICT_KEY_MAX)
+	{
+		ScanPart(rs, db, s, len, scratch_bits);
+		return scratch_bits;
+	}
+	for (int k = 0; k < c->n[part]; k++)
+	{
+		VerdictPartMatch *m = &c->parts[part][k];
+
+		if (memcmp(m->key, s, len) == 0 && m->key[len] == '\0')
+			return m->bits;
+	}
+	ScanPart(rs, db, s, len, scratch_bits);
+	if (c->n[part] < VERDICT_CACHE_SIZE)
+	{
+		VerdictPartMatch *m = &c->parts[part][c->n[part]++];
+
+		memcpy(m->key, s, len);
+		m->key[len] = '\0';
+		memcpy(m->bits, scratch_bits, rs->words * sizeof(uint64));
+	}
+	return scratch_bits;
+}
+
 /* Whether bit i of a bitset is set. */
 static inline bool
 BitIsSet(const uint64 *bits, int i)
@@ -67,8 +101,8 @@ VerdictClassify(const VerdictRuleset *rs, const char *dsn, int dsn_len,
 				const char *reply, int reply_len)
 {
 	VerdictReply parts;
-	uint64	   *status_bits = rs->bits;
-	uint64	   *code_bits = rs->bits + rs->words;
+	const uint64 *status_bits;
+	const uint64 *code_bits;
 	uint64	   *reply_bits = rs->bits + 2 * rs->words;
 
 	/* an expiry as the ingest records it: judged by the last deferral */
@@ -91,8 +125,8 @@ VerdictClassify(const VerdictRuleset *rs, const char *dsn, int dsn_len,
 		dsn = parts.status;
 		dsn_len = parts.status_len;
 	}
-	ScanPart(rs, rs->status_db, dsn, dsn_len, status_bits);
-	ScanPart(rs, rs->code_db, parts.code, 3, code_bits);
+	status_bits = PartMatches(rs, 0, rs->status_db, dsn, dsn_len, rs->bits);
+	code_bits = PartMatches(rs, 1, rs->code_db, parts.code, 3, rs->bits + rs->words);
 	ScanPart(rs, rs->reply_db, parts.text, parts.text_len, reply_bits);
 	for (int i = 0; i < rs->nrules; i++)
 	{

@@ -103,8 +103,13 @@ VerdictSplitReply(const char *reply, int len, VerdictReply *out)
 	{
 		const char *last = NULL;
 
-		for (q = p; (q = FindIn(q, (int) (end - q), "(in reply to ")) != NULL; q++)
-			last = q;
+		/* the last "(in reply to ", searched from the end */
+		for (q = end - 9 - 13; end - p >= 9 + 13 && q >= p; q--)
+			if (*q == '(' && memcmp(q, "(in reply to ", 13) == 0)
+			{
+				last = q;
+				break;
+			}
 		if (last != NULL)
 		{
 			const char *name = last + 13;

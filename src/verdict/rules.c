@@ -225,6 +225,10 @@ LoadRuleset(VerdictRuleset *rs, MemoryContext rules_cxt)
 	rs->rules = palloc0(Max(n, 1) * sizeof(VerdictRule));
 	rs->words = (int) (n / 64 + 1);
 	rs->bits = palloc0(3 * rs->words * sizeof(uint64));
+	rs->cache = palloc0(sizeof(VerdictCache));
+	for (int part = 0; part < 2; part++)
+		for (int k = 0; k < VERDICT_CACHE_SIZE; k++)
+			rs->cache->parts[part][k].bits = palloc0(rs->words * sizeof(uint64));
 	MemoryContextSwitchTo(old);
 	for (int part = 0; part < 3; part++)
 	{

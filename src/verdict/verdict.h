@@ -87,7 +87,30 @@ typedef struct VerdictRuleset
 	void	   *scratch;		/* hs_scratch_t * for all three */
 	uint64	   *bits;			/* 3 bitsets of nrules bits: matches */
 	int			words;			/* uint64 words of one bitset */
+	struct VerdictCache *cache; /* the matches of statuses and codes seen */
 } VerdictRuleset;
+
+/* Longest status or code whose matches are kept */
+#define VERDICT_KEY_MAX 15
+/* How many statuses, and how many codes, are kept */
+#define VERDICT_CACHE_SIZE 64
+
+/* The rules one status or SMTP code (an exact string) matches */
+typedef struct VerdictPartMatch
+{
+	char		key[VERDICT_KEY_MAX + 1];
+	uint64	   *bits;
+} VerdictPartMatch;
+
+/*
+ * The few distinct statuses and codes a log has, each scanned once: their
+ * matches are kept (the first VERDICT_CACHE_SIZE of each).
+ */
+typedef struct VerdictCache
+{
+	VerdictPartMatch parts[2][VERDICT_CACHE_SIZE];	/* statuses, codes */
+	int			n[2];
+} VerdictCache;
 
 /* reply.c */
 extern void VerdictSplitReply(const char *reply, int len, VerdictReply *out);

@@ -67,11 +67,12 @@ is($jobs, join("\n",
 		"pw_confirm_deliveries 0 * * * * SELECT * FROM pw.confirm_deliveries()",
 		"pw_ingest:burner.log */5 * * * * SELECT * FROM pw.ingest_maillog('burner.log')",
 		"pw_ingest:pw.log */5 * * * * SELECT * FROM pw.ingest_maillog('pw.log')",
-		"pw_mx_tag 45 5 * * * SELECT * FROM pw.mx_tag(20000)"),
-	'schedule_jobs registers tagging, one ingest per log, confirmation');
+		"pw_mx_tag 45 5 * * * SELECT * FROM pw.mx_tag(20000)",
+		"pw_requeue_verifications 0 * * * * SELECT pw.requeue_verifications()"),
+	'schedule_jobs registers tagging, one ingest per log, confirmation, verification retries');
 my $cron_jobs = q{SELECT string_agg(jobid || ' ' || jobname || ' ' || schedule, ',' ORDER BY jobname) FROM cron.job};
 my $first = $node->safe_psql('postgres', $cron_jobs);
-is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '4', 'four jobs in cron.job');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '5', 'five jobs in cron.job');
 $node->safe_psql('postgres', 'SELECT * FROM pw.schedule_jobs()');
 is($node->safe_psql('postgres', $cron_jobs), $first, 're-running changes nothing: same job ids, no duplicates');
 
@@ -80,14 +81,15 @@ $node->safe_psql('postgres', q{DELETE FROM pw.maillogs WHERE path = 'burner.log'
 $node->safe_psql('postgres', q{SELECT * FROM pw.schedule_jobs(tag_schedule => '30 4 * * *')});
 is($node->safe_psql('postgres',
 		q{SELECT string_agg(jobname || ' ' || schedule, ',' ORDER BY jobname) FROM cron.job}),
-	'pw_confirm_deliveries 0 * * * *,pw_ingest:pw.log */5 * * * *,pw_mx_tag 30 4 * * *',
+	'pw_confirm_deliveries 0 * * * *,pw_ingest:pw.log */5 * * * *,pw_mx_tag 30 4 * * *,'
+	  . 'pw_requeue_verifications 0 * * * *',
 	'the removed log lost its job, the tagging schedule was updated');
 my $tag_id = qr/(\d+) pw_mx_tag/;
 my ($id_before) = $first =~ $tag_id;
 my ($id_after) = $node->safe_psql('postgres', $cron_jobs) =~ $tag_id;
 is($id_after, $id_before, 'the updated job kept its id');
 
-is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '3', 'unschedule_jobs removes three jobs');
+is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '4', 'unschedule_jobs removes four jobs');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'none left');
 is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '0', 'unschedule_jobs again: nothing to do');
 
@@ -118,7 +120,8 @@ ok($node->safe_psql('postgres', q{SELECT "offset" > 0 FROM pw.maillog_files WHER
 my $runs_sql = q{SELECT string_agg(j.jobname || ':' || coalesce((SELECT string_agg(DISTINCT d.status, '/')
                      FROM cron.job_run_details d WHERE d.jobid = j.jobid), 'none'), ',' ORDER BY j.jobname)
                    FROM cron.job j};
-my $runs_want = 'pw_confirm_deliveries:succeeded,pw_ingest:pw.log:succeeded,pw_mx_tag:succeeded';
+my $runs_want = 'pw_confirm_deliveries:succeeded,pw_ingest:pw.log:succeeded,pw_mx_tag:succeeded,'
+  . 'pw_requeue_verifications:succeeded';
 my $runs = '';
 $deadline = time + 20;
 while (time < $deadline)
@@ -129,7 +132,7 @@ while (time < $deadline)
 }
 is($runs, $runs_want, 'pg_cron recorded a succeeded run of each job');
 
-is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '3', 'unscheduled');
+is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '4', 'unscheduled');
 $node->stop;
 $dns->stop;
 done_testing();
