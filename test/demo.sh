@@ -144,7 +144,9 @@ psql_q -c "SELECT pw.confirm_deliveries(older_than => '0 seconds') AS confirmed"
 step "report"
 rejected=$(grep -c ' reject$' "$WORK/receiver.log" || true)
 greylisted=$(grep -c ' greylist$' "$WORK/receiver.log" || true)
-echo "receiver: $rejected rejected with 550 5.1.1, $greylisted greylisted once (then accepted)"
+blocked=$(grep -c ' block$' "$WORK/receiver.log" || true)
+echo "receiver: $rejected rejected with 550 5.1.1, $blocked blocked as likely unsolicited (550 5.7.1)," \
+	"$greylisted greylisted or rate limited once (then accepted)"
 psql_q -c "
 CREATE TEMP VIEW demo_after AS
 SELECT email_verify_result AS result, count(*) AS carriers FROM fmcsa_carriers GROUP BY 1
@@ -157,7 +159,7 @@ SELECT result, coalesce(b.carriers, 0) AS before, coalesce(a.carriers, 0) AS aft
  ORDER BY 1"
 echo "today's outcomes of the busiest operators (pw.operator_outcomes):"
 psql_q -c "SELECT mx_provider AS operator, pw.operator_class(mx_provider) AS class, sent, deferred,
-                  bounced, bounce_rate, deferral_rate
+                  hard_bounced, blocked, throttled, bounce_rate, block_rate, throttle_rate
              FROM pw.operator_outcomes
             WHERE day = current_date AND mx_provider <> '(not a carrier)'
             ORDER BY sent + bounced + deferred DESC, bounce_rate DESC, 1 LIMIT 10"
@@ -196,7 +198,11 @@ SELECT 'carriers=' || (SELECT count(*) FROM fmcsa_carriers),
                                   JOIN pw_sample_domains d ON d.domain = pw.email_domain(c.email)
                                  WHERE NOT d.tagged),
        'claimed=$claimed', 'queued=$queued', 'final=$done_n',
-       'receiver_rejected=$rejected', 'greylisted=$greylisted',
+       'receiver_rejected=$rejected', 'receiver_blocked=$blocked', 'greylisted=$greylisted',
+       'blocked_outcomes=' || (SELECT coalesce(sum(blocked), 0) FROM pw.maillog_daily),
+       'blocked_hard_bounced=' || (SELECT count(*) FROM fmcsa_carriers c JOIN pw.deliveries d
+                                     ON d.email = lower(btrim(c.email))
+                                    WHERE d.blocked_count > 0 AND c.email_verify_result = 'hard_bounced'),
        'hard_bounced_added=' || (SELECT count(*) FROM fmcsa_carriers WHERE verify_sent_at IS NOT NULL
                                    AND email_verify_result = 'hard_bounced'),
        'send_confirmed_added=' || (SELECT count(*) FROM fmcsa_carriers WHERE verify_sent_at IS NOT NULL

@@ -66,16 +66,21 @@ cmp_ok($s{receiver_rejected}, '>', 0, 'the receiver rejected some recipients');
 cmp_ok($s{greylisted}, '>', 0, 'the receiver greylisted some recipients');
 is($s{hard_bounced_added}, $s{receiver_rejected}, 'each rejection became hard_bounced');
 is($s{suppressed_added}, $s{receiver_rejected}, 'each rejection was suppressed');
-is($s{send_confirmed_added}, $batch - $s{receiver_rejected},
-	'every other recipient (greylisted ones included) became send_confirmed');
+cmp_ok($s{receiver_blocked}, '>', 0, 'the receiver blocked some of the burner\'s mail');
+is($s{blocked_outcomes}, $s{receiver_blocked}, 'each block counted as a block');
+is($s{blocked_hard_bounced}, 0, 'no blocked address hard_bounced');
+is($s{send_confirmed_added}, $batch - $s{receiver_rejected} - $s{receiver_blocked},
+	'every recipient delivered (greylisted and rate-limited ones included) became send_confirmed');
 SKIP:
 {
-	skip 'no reputation brake in this build', 3 if ($s{braked} // '-') eq '-';
+	skip 'no reputation brake in this build', 4 if ($s{braked} // '-') eq '-';
 	cmp_ok($s{braked}, '>=', 2, 'operators braked');
 	like($out, qr/^ default \| mx:yahoodns\.net .*\| paused \| bounce rate/m,
 		'Yahoo\'s rejections pause it for the campaign');
-	like($out, qr/^ verify  \| microsoft .*\| slowed \| deferral rate/m,
-		'Microsoft\'s deferrals slow down the verification stream');
+	like($out, qr/^ verify  \| microsoft .*\| slowed \| throttle rate/m,
+		'Microsoft\'s rate limiting slows down the verification stream');
+	like($out, qr/^ +outcomes +\| google .*blocked [1-9]\d* \(block rate/m,
+		'the report shows Google\'s blocks apart from hard bounces');
 }
 like($out, qr/^pw\.report\(\)/m, 'pw.report() shown') if $out =~ /pw\.braked_operators\):/;
 if (defined $work)
