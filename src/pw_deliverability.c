@@ -23,6 +23,7 @@ _PG_init(void)
 {
 	PwCarriersInit();
 	PwTokenInit();
+	PwRunsInit();
 	MxResolverInit();
 	MxTagInit();
 	MxWorkerInit();

@@ -26,6 +26,7 @@
 /* Module initialisation, called by _PG_init() */
 extern void PwCarriersInit(void);
 extern void PwTokenInit(void);
+extern void PwRunsInit(void);
 
 /* mx/ */
 extern void MxResolverInit(void);

@@ -65,5 +65,8 @@ extern int	PwSafeSearchPath(void);
 /* locks.c */
 extern bool PwLockExtension(bool missing_ok);
 extern void PwLockCarriersWrites(const PwCarriers *carriers);
+struct LOCKTAG;
+extern void PwLockAcquireSaying(const struct LOCKTAG *tag, int mode, const char *what);
+extern void PwLockNamedAdvisory(const char *name, const char *what);
 
 #endif							/* PW_COMMON_H */

@@ -12,8 +12,11 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "common/pw_common.h"
+#include "common/runs.h"
 #include "common/spi.h"
 #include "maillog.h"
 
@@ -36,6 +39,8 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	int64		changed;
 	int			nestlevel;
+	TimestampTz start = GetCurrentTimestamp();
+	StringInfoData counts;
 
 	args[0] = PG_GETARG_DATUM(0);
 	SPI_connect();
@@ -68,6 +73,13 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 					 carriers.result_col, carriers.result_col);
 	PwSpiExecute(sql.data, 1, types, args, NULL, false, SPI_OK_SELECT);
 	changed = PwSpiGetInt64(0, CONFIRMED_COUNT);
+	PwRunCountsInit(&counts);
+	PwRunCount(&counts, "confirmed", changed);
+	PwRunCountSeconds(&counts, "older_than_seconds",
+					  DatumGetFloat8(DirectFunctionCall2(interval_part,
+														 CStringGetTextDatum("epoch"),
+														 args[0])));
+	(void) PwRunRecord(PW_RUN_CONFIRM, NULL, start, &counts);
 	PwScopeEnd(nestlevel);
 	SPI_finish();
 	PG_RETURN_INT64(changed);

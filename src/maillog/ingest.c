@@ -20,6 +20,7 @@
 
 #include <sys/stat.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -30,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "common/runs.h"
 #include "common/spi.h"
 #include "ingest_int.h"
 
@@ -110,6 +112,18 @@ IngestResult(TupleDesc tupdesc, const MaillogIngestCounts *counts)
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
+/* Records the ingest in pw.runs: the path and the counts it returns. */
+static void
+RecordIngestRun(TupleDesc tupdesc, Datum result, const char *path)
+{
+	StringInfoData counts;
+
+	PwRunCountsInit(&counts);
+	PwRunCountText(&counts, "path", path);
+	PwRunCountsFromRow(&counts, tupdesc, result);
+	(void) PwRunRecord(PW_RUN_INGEST, NULL, GetCurrentStatementStartTimestamp(), &counts);
+}
+
 /*
  * pw.ingest_maillog(path text): reads a log from where the last call on it
  * stopped, finishing the rotated file (path.1) first when the file was
@@ -128,6 +142,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	int			nsegs;
 	MemoryContext callerctx = CurrentMemoryContext;
 	int			nestlevel;
+	Datum		result;
 	instr_time	t_start,
 				t_read,
 				t_end;
@@ -146,6 +161,9 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	nsegs = MaillogFileStatePlan(canon, segs, &sb);
 	ReadAndApply(&carriers, &counts, segs, nsegs, given, canon, &t_read);
 	MaillogFileStateSave(canon, &sb, &counts);
+	MemoryContextSwitchTo(callerctx);
+	result = IngestResult(tupdesc, &counts);
+	RecordIngestRun(tupdesc, result, given);
 	PwScopeEnd(nestlevel);
 	SPI_finish();
 
@@ -158,5 +176,5 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 							 canon, counts.lines, counts.events,
 							 INSTR_TIME_GET_MILLISEC(t_read), INSTR_TIME_GET_MILLISEC(t_end))));
 	MemoryContextSwitchTo(callerctx);
-	PG_RETURN_DATUM(IngestResult(tupdesc, &counts));
+	PG_RETURN_DATUM(result);
 }

@@ -25,6 +25,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "common/runs.h"
 #include "common/spi.h"
 #include "mx.h"
 #include "pw_deliverability.h"
@@ -134,8 +135,7 @@ static void
 LockTaggingRun(void)
 {
 	(void) PwLockExtension(false);
-	PwSpiRun("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pw_deliverability.mx_tag'))",
-			 SPI_OK_SELECT);
+	PwLockNamedAdvisory("pw_deliverability.mx_tag", "the tagging lock (one tagging run at a time)");
 	PwSpiRun("LOCK TABLE pw.mx_domains IN SHARE ROW EXCLUSIVE MODE", SPI_OK_UTILITY);
 }
 
@@ -404,6 +404,24 @@ RunTagging(int max_domains, MxTagCounts *counts, MxTagProgress *progress)
 	AtEOXact_GUC(true, save_nestlevel);
 }
 
+/* Records the tagging run in pw.runs with its counts. */
+static void
+RecordTaggingRun(TimestampTz start, int max_domains, const MxTagCounts *c)
+{
+	StringInfoData counts;
+
+	PwRunCountsInit(&counts);
+	PwRunCount(&counts, "max_domains", max_domains);
+	PwRunCount(&counts, "looked_up", c->looked_up);
+	PwRunCount(&counts, "tagged", c->tagged);
+	PwRunCount(&counts, "none", c->none);
+	PwRunCount(&counts, "invalid", c->invalid);
+	PwRunCount(&counts, "failed", c->failed);
+	PwRunCount(&counts, "carriers_updated", c->carriers);
+	PwRunCountSeconds(&counts, "seconds", c->seconds);
+	(void) PwRunRecord(PW_RUN_MX_TAG, NULL, start, &counts);
+}
+
 /*
  * Tags up to max_domains untagged or due domains: resolves new and due
  * domains in batches of tag_batch_size, writing each batch, then
@@ -436,4 +454,15 @@ MxTagRun(int max_domains, bool background, MxTagCounts *counts)
 	PG_END_TRY();
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
 	counts->seconds = secs + usecs / 1e6;
+	if (counts->looked_up > 0 && counts->failed == counts->looked_up)
+		ereport(WARNING,
+				(errmsg("all %lld DNS lookups of this tagging run failed",
+						(long long) counts->looked_up),
+				 errdetail("No resolver answered: the failed domains are retried later, "
+						   "their carriers stay untagged."),
+				 errhint("Check pw_deliverability.dns_servers and that the server answers: "
+						 "SELECT * FROM pw.resolve_mx('gmail.com');")));
+	/* the background tagger's idle rounds are not runs */
+	if (!background || counts->looked_up > 0 || counts->carriers > 0)
+		RecordTaggingRun(start, max_domains, counts);
 }

@@ -18,6 +18,8 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 
+#include "common/pw_common.h"
+#include "common/runs.h"
 #include "common/spi.h"
 #include "select/select.h"
 
@@ -47,7 +49,7 @@ SelClaimLock(SelState *st)
 	attnum = get_attnum(st->carriers.relid, st->sent_col_raw);
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, st->carriers.relid,
 						 (uint32) attnum, SEL_CLAIM_LOCK_SPACE);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	PwLockAcquireSaying(&tag, ExclusiveLock, "the claim lock of this sent column");
 }
 
 /* The ids of rows[from..from + n) that are not dropped, as an int8[] datum. */
@@ -134,7 +136,10 @@ SelLockPending(SelState *st, int64 from)
 	pfree(sql.data);
 }
 
-/* Marks the claimed rows sent (the profile's sent column = now()). */
+/*
+ * Marks the claimed rows sent (the profile's sent column = now()) and
+ * records them as the claim run's carriers.
+ */
 void
 SelMarkSent(SelState *st)
 {
@@ -152,5 +157,7 @@ SelMarkSent(SelState *st)
 					 c->relation, st->sent_col, c->id_col);
 	(void) PwSpiExecute(sql.data, 1, types, values, NULL, st->read_only,
 						SPI_OK_UPDATE);
+	if (st->run_id != 0)
+		PwRunAddCarriers(st->run_id, values[0]);
 	pfree(sql.data);
 }

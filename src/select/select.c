@@ -13,12 +13,17 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "common/runs.h"
 #include "common/spi.h"
 #include "pw_deliverability.h"
 #include "select/select.h"
@@ -106,9 +111,29 @@ SelPrepare(SelState *st, FunctionCallInfo fcinfo, bool claim)
 				   day_given ? PG_GETARG_INT32(ARG_WARMUP_DAY) : 0);
 	SelLoadCaps(st);
 	if (claim)
+	{
 		SelClaimLock(st);
+		st->run_id = PwRunBegin(PW_RUN_CLAIM, st->profile);
+	}
 	SelLoadSentToday(st);
 	return nestlevel;
+}
+
+/* Records the end of the claim run: quota, rows claimed and their mark. */
+static void
+SelEndClaimRun(SelState *st, int32 quota)
+{
+	StringInfoData counts;
+
+	PwRunCountsInit(&counts);
+	PwRunCount(&counts, "quota", quota);
+	PwRunCount(&counts, "claimed", st->ntaken);
+	PwRunCount(&counts, "warmup_day", st->day);
+	PwRunCountText(&counts, "sent_column", st->sent_col_raw);
+	PwRunCountText(&counts, "marked_at",
+				   JsonEncodeDateTime(NULL, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+									  TIMESTAMPTZOID, NULL));
+	PwRunEnd(st->run_id, &counts);
 }
 
 /*
@@ -127,6 +152,8 @@ SelSelect(FunctionCallInfo fcinfo, bool claim, bool count_available)
 	nestlevel = SelPrepare(st, fcinfo, claim);
 	if (PG_GETARG_INT32(ARG_QUOTA) > 0)
 		SelRun(st, PG_GETARG_INT32(ARG_QUOTA), claim);
+	if (st->run_id != 0)
+		SelEndClaimRun(st, PG_GETARG_INT32(ARG_QUOTA));
 	if (count_available)
 		SelLoadAvailable(st);
 	PwScopeEnd(nestlevel);

@@ -84,6 +84,7 @@ typedef struct SelState
 	int64		nrows;			/* rows taken (dropped ones included) */
 	int64		rows_alloc;
 	int64		ntaken;			/* rows taken and not dropped */
+	int64		run_id;			/* the claim's row of pw.runs, or 0 */
 } SelState;
 
 /* buckets.c */

@@ -191,3 +191,17 @@ COMMENT ON FUNCTION pw.requeue_verifications(text) IS
     'Makes the verifications without a verdict selectable again after verify_retry_after, while attempts are left; returns the carriers requeued.';
 COMMENT ON FUNCTION pw.reclassify_outcomes(boolean) IS
     'Applies the current bounce rules to the recorded outcomes: releases addresses suppressed for what is no longer the address''s fault (restoring their carriers'' results), and hard-bounces failures that now are; dry run by default.';
+
+-- run history
+COMMENT ON TABLE pw.runs IS
+    'Every claim, tagging run, ingest and confirmation that committed: kind, profile, caller, start, end and counts; written by the jobs as the extension''s owner, pruned after pw_deliverability.run_retention days.';
+COMMENT ON SEQUENCE pw.runs_run_id_seq IS
+    'The run ids of pw.runs.';
+COMMENT ON TABLE pw.run_carriers IS
+    'The carriers each claim run marked sent: what pw.release_run() gives back.';
+COMMENT ON VIEW pw.run_history IS
+    'The runs of pw.runs, newest first, with their duration in seconds.';
+COMMENT ON VIEW pw.last_runs IS
+    'The latest run of each kind and profile, with its age.';
+COMMENT ON FUNCTION pw.release_run(bigint) IS
+    'Gives back the carriers of a claim run that were never sent (no delivery logged since the claim): their sent column is cleared; returns how many.';
