@@ -28,6 +28,12 @@
 #   PW_BENCH_KEEP=1    leave the cluster directory behind
 set -euo pipefail
 
+# the peers outside PostgreSQL are built from bench/verdict_engines.c
+if [ ! -e /usr/include/pcre2.h ] || [ ! -e /usr/include/hs/hs.h ]; then
+	echo "bench/verdict_bench.sh needs libpcre2-dev and libhyperscan-dev (as root: apt-get install libpcre2-dev libhyperscan-dev)" >&2
+	exit 1
+fi
+
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 . "$SRC/test/lib/cluster.sh"
 pw_run_as_postgres "$@"
