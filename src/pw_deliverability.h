@@ -27,6 +27,7 @@
 extern void PwCarriersInit(void);
 extern void PwTokenInit(void);
 extern void PwRunsInit(void);
+extern void PwLifecycleInit(void);
 
 /* mx/ */
 extern void MxResolverInit(void);

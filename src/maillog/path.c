@@ -17,13 +17,50 @@
 #include "access/parallel.h"
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "fmgr.h"
 #include "storage/fd.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "maillog.h"
 #include "pw_deliverability.h"
 
+PG_FUNCTION_INFO_V1(pw_maillog_directory_problem);
+
 static char *maillog_directory = NULL;
+
+/* What is wrong with dir as the mail-log directory, or NULL. */
+static const char *
+MaillogDirectoryProblem(const char *dir)
+{
+	struct stat sb;
+
+	if (stat(dir, &sb) != 0)
+		return errno == ENOENT || errno == ENOTDIR ? "does not exist" :
+			"cannot be examined by the server";
+	if (!S_ISDIR(sb.st_mode))
+		return "is not a directory";
+	if (access(dir, R_OK | X_OK) != 0)
+		return "cannot be read by the server";
+	return NULL;
+}
+
+/*
+ * pw.maillog_directory_problem(): what is wrong with the configured mail-log
+ * directory ("is not set", "does not exist", ...), NULL when it is readable.
+ */
+Datum
+pw_maillog_directory_problem(PG_FUNCTION_ARGS)
+{
+	const char *problem;
+
+	if (maillog_directory == NULL || maillog_directory[0] == '\0')
+		PG_RETURN_TEXT_P(cstring_to_text("is not set"));
+	problem = MaillogDirectoryProblem(maillog_directory);
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
+}
 
 /*
  * Check hook of maillog_directory: any value is accepted (the directory may
@@ -38,8 +75,7 @@ CheckMaillogDirectory(char **newval, void **extra, GucSource source)
 {
 	const char *dir = *newval;
 	int			elevel;
-	struct stat sb;
-	const char *problem = NULL;
+	const char *problem;
 
 	if (dir == NULL || dir[0] == '\0')
 		return true;
@@ -51,13 +87,7 @@ CheckMaillogDirectory(char **newval, void **extra, GucSource source)
 	else
 		elevel = WARNING;
 
-	if (stat(dir, &sb) != 0)
-		problem = errno == ENOENT || errno == ENOTDIR ? "does not exist" :
-			"cannot be examined by the server";
-	else if (!S_ISDIR(sb.st_mode))
-		problem = "is not a directory";
-	else if (access(dir, R_OK | X_OK) != 0)
-		problem = "cannot be read by the server";
+	problem = MaillogDirectoryProblem(dir);
 	if (problem != NULL)
 		ereport(elevel,
 				(errcode(ERRCODE_UNDEFINED_FILE),

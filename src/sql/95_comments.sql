@@ -205,3 +205,15 @@ COMMENT ON VIEW pw.last_runs IS
     'The latest run of each kind and profile, with its age.';
 COMMENT ON FUNCTION pw.release_run(bigint) IS
     'Gives back the carriers of a claim run that were never sent (no delivery logged since the claim): their sent column is cleared; returns how many.';
+
+-- health
+COMMENT ON FUNCTION pw.library_preloaded() IS
+    'Whether shared_preload_libraries loaded the library (the background tagger and progress views need it).';
+COMMENT ON FUNCTION pw.maillog_directory_problem() IS
+    'What is wrong with pw_deliverability.maillog_directory (not set, missing, unreadable), NULL when the server can read it.';
+COMMENT ON FUNCTION pw.carrier_objects() IS
+    'The indexes and statistics the extension created outside schema pw (on the carriers table): what DROP EXTENSION removes first.';
+COMMENT ON FUNCTION pw.drop_carrier_objects() IS
+    'Drops the indexes and statistics of pw.carrier_objects(); returns how many.';
+COMMENT ON FUNCTION pw.health() IS
+    'One row per check of the installation and the daily loop (library, tagger, DNS, mail-log directory, contract, profiles and their indexes, schedules, backlog, ingests): ok, warning or failing, with a hint.';

@@ -8,9 +8,16 @@ use PwTest;
 
 # An existing cluster without preloading: CREATE EXTENSION still works.
 my $plain = pw_node('plain', preload => '');
-$plain->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
+my ($pret, $pout, $perr) = $plain->psql('postgres', 'CREATE EXTENSION pw_deliverability');
+is($pret, 0, 'CREATE EXTENSION without preloading');
+like($perr, qr/WARNING:  pw_deliverability is not in shared_preload_libraries\n.*DETAIL:  .*background tagger/s,
+	'... warns what will not work');
 is($plain->safe_psql('postgres', "SELECT count(*) FROM pw.profiles WHERE name = 'default'"),
 	'1', 'default profile exists without preloading');
+is($plain->safe_psql('postgres', "SELECT status FROM pw.health() WHERE \"check\" = 'library preloaded'"),
+	'failing', 'pw.health() says the library is not preloaded');
+like($plain->safe_psql('postgres', "SELECT detail FROM pw.health() WHERE \"check\" = 'background tagger'"),
+	qr/not preloaded/, '... and that no tagger runs');
 $plain->safe_psql('postgres', 'DROP EXTENSION pw_deliverability');
 is($plain->safe_psql('postgres',
 		"SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pw'"),
@@ -86,6 +93,47 @@ ok($ret != 0 && $err =~ /host names cannot be used/, 'ALTER SYSTEM refuses a hos
 ok($ret == 0 && $err =~ /WARNING:  pw_deliverability\.maillog_directory .* does not exist/,
 	'ALTER SYSTEM of a missing directory warns');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET ALL');
+$node->restart;
+
+# pw.health() on a preloaded cluster with the generated carriers: the
+# indexes are missing until created
+my $health = sub {
+	my %h;
+	for my $l (split /\n/, $node->safe_psql('postgres', 'SELECT "check", status, detail, hint FROM pw.health()'))
+	{
+		my ($c, $st, $d, $hi) = split /\|/, $l, 4;
+		$h{$c} = { status => $st, detail => $d, hint => $hi };
+	}
+	return \%h;
+};
+my $h = $health->();
+is($h->{'library preloaded'}{status}, 'ok', 'health: library preloaded');
+is($h->{'carriers contract'}{status}, 'ok', 'health: the contract holds');
+is($h->{'profile default'}{status}, 'warning', 'health: the default profile lacks its selection indexes');
+like($h->{'profile default'}{hint}, qr/^CREATE INDEX CONCURRENTLY IF NOT EXISTS pw_sel_/,
+	'... and the hint is the statement to create them');
+is($h->{'tagging index'}{status}, 'warning', 'health: no tagging index');
+is($h->{'writeback index'}{hint}, 'SELECT pw.create_writeback_index();', 'health: the writeback index hint');
+is($h->{'mail-log directory'}{status}, 'warning', 'health: no mail-log directory set');
+is($h->{'schedules'}{status}, 'warning', 'health: pg_cron not installed');
+$node->safe_psql('postgres', q{SELECT pw.create_tagging_index(), pw.create_writeback_index();
+	SELECT pw.create_selection_indexes('default'); SELECT pw.create_selection_indexes('verify')});
+$h = $health->();
+is(join(',', map { $h->{$_}{status} } 'profile default', 'profile verify', 'tagging index', 'writeback index'),
+	'ok,ok,ok,ok', 'health: the indexes once created');
+
+# DROP EXTENSION removes the extension's indexes and statistics on the
+# carriers table (the tagging index depends on pw.email_domain())
+my $objects = $node->safe_psql('postgres', 'SELECT count(*) FROM pw.carrier_objects()');
+cmp_ok($objects, '>=', 6, "the extension's objects on the carriers table ($objects)");
+my ($dret, $dout, $derr) = $node->psql('postgres', 'DROP EXTENSION pw_deliverability');
+is($dret, 0, 'DROP EXTENSION works with its indexes on the carriers table') or diag($derr);
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname LIKE 'pw\_sel\_%'
+	OR relname LIKE 'pw\_sent\_%' OR relname LIKE '%\_pw\_%'}), '0', '... and leaves none of them');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_statistic_ext WHERE stxname LIKE '%pw_email_domain'}),
+	'0', '... nor its statistics');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM fmcsa_carriers'), '20000', 'the carriers stay');
+$node->safe_psql('postgres', 'CREATE EXTENSION pw_deliverability');
 
 $node->stop;
 done_testing();
