@@ -12,11 +12,13 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 
@@ -57,10 +59,20 @@ DropsThisExtension(Node *parsetree)
 	return false;
 }
 
-/* Drops the extension's indexes and statistics on the carriers table. */
+/*
+ * Drops the extension's indexes and statistics on the carriers table, after
+ * locking the extension as DROP EXTENSION does: the lock order of the jobs
+ * (the extension before the carriers, docs/internals.md) holds.
+ */
 static void
 DropCarrierObjects(void)
 {
+	Oid			ext = get_extension_oid(PW_EXTENSION_NAME, false);
+
+	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessExclusiveLock);
+	/* dropped meanwhile by another session: the drop itself says so */
+	if (get_extension_oid(PW_EXTENSION_NAME, true) != ext)
+		return;
 	SPI_connect();
 	(void) PwSpiRun("SELECT pw.drop_carrier_objects()", SPI_OK_SELECT);
 	SPI_finish();

@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "common/runs.h"
+#include "common/pw_common.h"
 #include "common/spi.h"
 #include "pw_deliverability.h"
 
@@ -83,8 +84,9 @@ PwRunsOwner(void)
 }
 
 /*
- * Runs a statement of the run history as the extension's owner (the caller's
- * user is back on return; an error resets it with the transaction).
+ * Runs a statement of the run history as the extension's owner, with the
+ * safe search_path (the caller's user and path are back on return; an error
+ * resets them with the transaction).
  */
 static uint64
 PwRunsExecute(const char *sql, int nargs, const Oid *types, const Datum *values,
@@ -94,10 +96,13 @@ PwRunsExecute(const char *sql, int nargs, const Oid *types, const Datum *values,
 	int			save_sec;
 	uint64		n;
 
+	int			nestlevel = PwSafeSearchPath();
+
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(PwRunsOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	n = PwSpiExecute(sql, nargs, types, values, nulls, false, expected);
 	SetUserIdAndSecContext(save_user, save_sec);
+	PwScopeEnd(nestlevel);
 	return n;
 }
 

@@ -36,7 +36,7 @@ CREATE TABLE pw.run_carriers (
 -- The runs with their duration, newest first.
 CREATE VIEW pw.run_history AS
 SELECT run_id, kind, profile, started, finished,
-       round(extract(epoch FROM finished - started)::numeric, 3) AS seconds,
+       round(pg_catalog.date_part('epoch', finished - started)::numeric, 3) AS seconds,
        caller, counts, released
   FROM pw.runs
  ORDER BY run_id DESC;
@@ -45,7 +45,7 @@ SELECT run_id, kind, profile, started, finished,
 CREATE VIEW pw.last_runs AS
 SELECT DISTINCT ON (kind, profile)
        kind, profile, run_id, started, finished,
-       round(extract(epoch FROM finished - started)::numeric, 3) AS seconds,
+       round(pg_catalog.date_part('epoch', finished - started)::numeric, 3) AS seconds,
        caller, counts, pg_catalog.now() - started AS age
   FROM pw.runs
  ORDER BY kind, profile, run_id DESC;

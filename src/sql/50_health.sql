@@ -24,18 +24,18 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 WITH ext_functions AS (
     SELECT d.objid
-      FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
      WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass
        AND d.deptype = 'e' AND e.extname = 'pw_deliverability'
 ), carriers AS (
     SELECT to_regclass(relation) AS rel FROM pw.carriers_config
 )
 SELECT 'index', format('%I.%I', n.nspname, i.relname), x.indrelid::regclass
-  FROM pg_index x
-  JOIN pg_class i ON i.oid = x.indexrelid
-  JOIN pg_namespace n ON n.oid = i.relnamespace
+  FROM pg_catalog.pg_index x
+  JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
  WHERE n.nspname <> 'pw' AND NOT i.relispartition
-   AND (EXISTS (SELECT 1 FROM pg_depend d
+   AND (EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                  WHERE d.classid = 'pg_class'::regclass AND d.objid = i.oid
                    AND d.refclassid = 'pg_proc'::regclass
                    AND d.refobjid IN (SELECT objid FROM ext_functions))
@@ -44,10 +44,10 @@ SELECT 'index', format('%I.%I', n.nspname, i.relname), x.indrelid::regclass
                  OR i.relname LIKE '%\_pw\_untagged\_domain' OR i.relname LIKE '%\_pw\_email\_norm\_idx')))
 UNION ALL
 SELECT 'statistics', format('%I.%I', n.nspname, s.stxname), s.stxrelid::regclass
-  FROM pg_statistic_ext s
-  JOIN pg_namespace n ON n.oid = s.stxnamespace
+  FROM pg_catalog.pg_statistic_ext s
+  JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
  WHERE n.nspname <> 'pw'
-   AND EXISTS (SELECT 1 FROM pg_depend d
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                 WHERE d.classid = 'pg_statistic_ext'::regclass AND d.objid = s.oid
                   AND d.refclassid = 'pg_proc'::regclass
                   AND d.refobjid IN (SELECT objid FROM ext_functions))
@@ -145,7 +145,7 @@ BEGIN
             PERFORM count(*) FROM pw.resolve_mx(dom);
             status := 'ok';
             detail := format('%s resolved in %s ms (dns_servers %L)', dom,
-                             round(extract(epoch FROM clock_timestamp() - t0) * 1000),
+                             round(date_part('epoch', clock_timestamp() - t0) * 1000),
                              current_setting('pw_deliverability.dns_servers'));
         EXCEPTION WHEN OTHERS THEN
             status := 'failing';
@@ -206,8 +206,8 @@ BEGIN
         FOR stmt IN SELECT x FROM pw.selection_index_ddl(p.name, true) AS x
                      WHERE rel IS NOT NULL LOOP
             idx := substring(stmt FROM 'IF NOT EXISTS (\S+) ON ');
-            IF to_regclass(format('%I.%s', (SELECT n.nspname FROM pg_class c
-                                             JOIN pg_namespace n ON n.oid = c.relnamespace
+            IF to_regclass(format('%I.%s', (SELECT n.nspname FROM pg_catalog.pg_class c
+                                             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                                             WHERE c.oid = rel), idx)) IS NULL THEN
                 IF status = 'ok' THEN
                     status := 'warning';
@@ -228,7 +228,7 @@ BEGIN
                      ('writeback index', '_pw_email_norm_idx', 'pw.create_writeback_index()'))
                      AS v(what, suffix, fn) LOOP
             "check" := r.what;
-            SELECT c.relname INTO idx FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+            SELECT c.relname INTO idx FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
              WHERE x.indrelid = rel AND c.relname LIKE '%' || r.suffix LIMIT 1;
             IF FOUND THEN
                 status := 'ok'; detail := idx; hint := NULL;
@@ -241,7 +241,7 @@ BEGIN
     END IF;
 
     -- schedules and their latest outcome
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
         "check" := 'schedules'; status := 'warning';
         detail := 'pg_cron is not installed in this database';
         hint := 'CREATE EXTENSION pg_cron; SELECT * FROM pw.schedule_jobs(); or schedule the jobs '

@@ -114,7 +114,8 @@ like($h->{'profile default'}{hint}, qr/^CREATE INDEX CONCURRENTLY IF NOT EXISTS 
 	'... and the hint is the statement to create them');
 is($h->{'tagging index'}{status}, 'warning', 'health: no tagging index');
 is($h->{'writeback index'}{hint}, 'SELECT pw.create_writeback_index();', 'health: the writeback index hint');
-is($h->{'mail-log directory'}{status}, 'warning', 'health: no mail-log directory set');
+is($h->{'mail-log directory'}{status} . ': ' . $h->{'mail-log directory'}{detail},
+	"failing: pw_deliverability.maillog_directory '$missing' does not exist", 'health: the mail-log directory is missing');
 is($h->{'schedules'}{status}, 'warning', 'health: pg_cron not installed');
 $node->safe_psql('postgres', q{SELECT pw.create_tagging_index(), pw.create_writeback_index();
 	SELECT pw.create_selection_indexes('default'); SELECT pw.create_selection_indexes('verify')});

@@ -37,6 +37,7 @@ my $day_total = q{SELECT count(*) FROM fmcsa_carriers WHERE listmonk_sent_at >= 
 # claimer waits, then sees the first one's claims and takes none of them.
 my $a = $node->background_psql('postgres', on_error_stop => 1);
 my $b = $node->background_psql('postgres', on_error_stop => 1);
+my $a_pid = $a->query_safe('SELECT pg_backend_pid()');
 $a->query_safe(q{BEGIN;
     INSERT INTO claims SELECT carrier_id, 'a' FROM pw.select_sendable_carriers(300, 'c', 40, true)});
 my $b_pid = $b->query_safe('SELECT pg_backend_pid()');
@@ -49,6 +50,9 @@ ok($node->poll_query_until('postgres',
 	'second claimer waits for the first one\'s transaction');
 $a->query_safe('COMMIT');
 $b->query_until(qr/finished/, '');
+like($b->{stderr}, qr/NOTICE:  waiting for the claim lock of this sent column, held by PID $a_pid\b/,
+	'the waiting claimer said for whom it waited');
+$b->{stderr} = '';
 is($node->safe_psql('postgres', "SELECT count(*) FROM claims WHERE who = 'a'"), '300',
 	'first claimer got its quota');
 my $b_count = $node->safe_psql('postgres', "SELECT count(*) FROM claims WHERE who = 'b'");

@@ -85,6 +85,8 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM fmcsa_carriers WHERE listm
 # carriers relation, objsubid 0x7078, not granted), a claim does not wait.
 my $a = $node->background_psql('postgres', on_error_stop => 1);
 my $b = $node->background_psql('postgres', on_error_stop => 1);
+# (each says whom it waits for: a NOTICE, not wanted on stderr here)
+$_->query_safe('SET client_min_messages = warning') for ($a, $b);
 $a->query_safe(q{BEGIN; SELECT carriers_updated FROM pw.mx_tag(0)});
 my $b_pid = $b->query_safe('SELECT pg_backend_pid()');
 $b->query_until(qr/started/, q{\echo started

@@ -239,7 +239,8 @@ sub config_rows
 	my ($db) = @_;
 	my @tables = split /\n/, $node->safe_psql($db, q{
 	    SELECT c::regclass::text AS t FROM pg_extension e, unnest(e.extconfig) c
-	     WHERE e.extname = 'pw_deliverability' ORDER BY t});
+	      JOIN pg_class k ON k.oid = c
+	     WHERE e.extname = 'pw_deliverability' AND k.relkind <> 'S' ORDER BY t});
 	return join "\n", map {
 		"$_ " . $node->safe_psql($db, qq{
 		    SELECT count(*) || ' ' || coalesce(md5(string_agg((to_jsonb(t) - '{key,created}'::text[])::text, ','
@@ -261,6 +262,20 @@ $node->safe_psql('up', q{
 });
 is($node->safe_psql('up', q{SELECT category || ':' || seeded FROM pw.blocked_domains WHERE domain = 'aol.com'}),
 	'other:false', 'inserting over a seeded row replaces it and makes it the user\'s');
+# state the dump keeps: the DNS cache and the run history (a claim with its carriers)
+$node->safe_psql('up', q{
+    INSERT INTO pw.mx_domains (domain, label, mx_hosts, outcome, resolved_at, next_check_at)
+    VALUES ('kept.example', 'google', '{aspmx.l.google.com}', 'mx', now(), now() + interval '30 days'),
+           ('gone.example', 'none', NULL, 'nxdomain', now(), now() + interval '30 days');
+    SELECT count(*) FROM pw.select_sendable_carriers(5, 'mine', 60, claim => true);
+});
+my $state_sql = q{SELECT (SELECT string_agg(concat_ws(':', domain, label, outcome, next_check_at), ','
+                                            ORDER BY domain) FROM pw.mx_domains),
+                         (SELECT string_agg(concat_ws(':', run_id, kind, profile, counts), ',' ORDER BY run_id)
+                            FROM pw.runs),
+                         (SELECT count(*) FROM pw.run_carriers)};
+my $state = $node->safe_psql('up', $state_sql);
+like($state, qr/kept\.example:google:mx.*\|.*:claim:mine:.*\|5$/, 'a DNS cache and a claim run to dump');
 my $config = $node->safe_psql('up', $config_sql);
 my $dump = "$base/up02.dump";
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('up') ], 'pg_dump of the 0.2 database');
@@ -280,9 +295,16 @@ is($node->safe_psql('restored', $seeded_sql), $node->safe_psql('up', $seeded_sql
 is($node->safe_psql('restored', q{SELECT count(*) || ':' || md5(string_agg(key::text, '')) FROM pw.token_key}),
 	$node->safe_psql('up', q{SELECT count(*) || ':' || md5(string_agg(key::text, '')) FROM pw.token_key}),
 	'the opt-out token key survives dump/restore (tokens already sent stay valid)');
+is($node->safe_psql('restored', $state_sql), $state,
+	'the DNS cache, the run history and the claims\' carriers survive dump/restore');
 is($node->safe_psql('restored', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'mine', 60)}),
 	$node->safe_psql('up', q{SELECT count(*) FROM pw.select_sendable_carriers(200, 'mine', 60)}),
 	'the restored database selects like the original');
+
+is($node->safe_psql('restored', q{
+    SELECT count(*) >= 0 FROM pw.select_sendable_carriers(1, 'mine', 60, claim => true);
+    SELECT max(run_id) > (SELECT min(run_id) FROM pw.runs) FROM pw.runs}), "t\nt",
+	'... and new runs continue the run ids');
 
 $node->stop;
 done_testing();
