@@ -217,3 +217,7 @@ COMMENT ON FUNCTION pw.drop_carrier_objects() IS
     'Drops the indexes and statistics of pw.carrier_objects(); returns how many.';
 COMMENT ON FUNCTION pw.health() IS
     'One row per check of the installation and the daily loop (library, tagger, DNS, mail-log directory, contract, profiles and their indexes, schedules, backlog, ingests): ok, warning or failing, with a hint.';
+
+-- roles
+COMMENT ON FUNCTION pw.grant_role(name, text) IS
+    'Grants a role what one part of the daily loop needs (campaign, verify_sender, ingest, monitor); returns the statements run.';
