@@ -71,5 +71,11 @@ SELECT (SELECT sum(count) FROM pw.report('r') WHERE section = 'pool')
 -- carriers table without it says so instead of failing
 ALTER TABLE public.rpt_carriers DROP COLUMN verify_sent_at;
 SELECT section, item, note FROM pw.report('r') WHERE section = 'verification';
+-- the top operators of a section, then one line for the others (the braked first)
+SELECT section, item, count, bounce_rate, note FROM pw.report('r', top => 1)
+ WHERE section IN ('today', 'outcomes');
+SAVEPOINT top0;
+SELECT * FROM pw.report('r', top => 0);
+ROLLBACK TO top0;
 SELECT * FROM pw.report('nosuch');
 ROLLBACK;

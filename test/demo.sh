@@ -178,10 +178,8 @@ else
 	braked=-
 fi
 if [ "$has_report" = t ]; then
-	echo "pw.report() (operators with fewer than 10 sends or outcomes and no brake left out):"
-	psql_q -c "SELECT * FROM pw.report()
-	            WHERE section NOT IN ('today', 'outcomes') OR count >= 10
-	               OR coalesce(note, 'ok') <> 'ok'"
+	echo "pw.report() (per section the braked operators first, then the busiest, five in all, and the others in one line):"
+	psql_q -c "SELECT * FROM pw.report('default', top => 5)"
 fi
 echo "the next verification run (day $VDAY) would take:"
 psql_q -c "

@@ -145,15 +145,18 @@ SELECT p.name AS profile, b.operator, b.op_class, b.sample, b.bounce_rate, b.def
 --                 candidates (count) of all carriers with that result (total)
 --   backlog       the MX-tagging backlog (pw.mx_backlog), one row per figure
 --   today         per operator: sent today by the profile (count) against its
---                 daily cap on today's warmup day (total), brake in note
+--                 daily cap on today's warmup day (total), brake in note; the
+--                 braked operators first, then the busiest, top in all, and
+--                 one '(others)' line for the rest (how many in note)
 --   outcomes      per operator, over the profile's brake window: outcomes
---                 (count), bounce and deferral rates, brake in note
+--                 (count), bounce and deferral rates, brake in note; top
+--                 operators likewise, and one line for the others
 --   verification  per verification profile (note): carriers it sent to that
 --                 became hard_bounced or send_confirmed, those still awaiting
 --                 an outcome, and per result of its pool those still unsent
 -- Operator classes: the class of the operator, '(untagged)' for carriers
 -- without mx_provider, '(no mx)' for mx_provider 'none'.
-CREATE FUNCTION pw.report(profile text DEFAULT 'default')
+CREATE FUNCTION pw.report(profile text DEFAULT 'default', top integer DEFAULT 10)
 RETURNS TABLE (section text, item text, op_class text, count bigint, total bigint,
                bounce_rate numeric, deferral_rate numeric, note text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
@@ -167,6 +170,11 @@ DECLARE
     vday   integer;
     b      record;
 BEGIN
+    IF top IS NULL OR top < 1 THEN
+        RAISE EXCEPTION 'top must be 1 or more, not %', coalesce(top::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'top is how many operators the today and outcomes sections show.';
+    END IF;
     SELECT * INTO p FROM pw.profiles WHERE name = report.profile;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'send profile "%" does not exist', report.profile
@@ -202,30 +210,57 @@ BEGIN
                                (5, 'due_domains', m.due_domains)) AS k(o, item, n)
          ORDER BY k.o;
 
-    -- today's sends per operator against the day's caps
+    -- today's sends per operator against the day's caps: the braked ones,
+    -- then the busiest, top in all, and one line for the others
     RETURN QUERY EXECUTE format(
-        'SELECT ''today''::text, coalesce(t.mx, ''__null__''),'
-        '       CASE WHEN t.mx IS NULL THEN ''(untagged)'' ELSE pw.operator_class(t.mx) END,'
-        '       t.n, CASE WHEN t.mx IS NOT NULL THEN pw.daily_cap($1, t.mx, $2)::bigint END,'
-        '       NULL::numeric, NULL::numeric, b.action'
-        '  FROM (SELECT c.%2$s::text AS mx, count(*) AS n FROM %1$s c'
-        '         WHERE c.%3$s >= current_date AND c.%3$s < current_date + 1 GROUP BY 1) t'
-        '  LEFT JOIN pw.brake_status($1) b ON b.operator = coalesce(t.mx, ''(untagged)'')'
-        ' ORDER BY 2',
+        'WITH t AS (SELECT c.%2$s::text AS mx, count(*) AS n FROM %1$s c'
+        '            WHERE c.%3$s >= current_date AND c.%3$s < current_date + 1 GROUP BY 1),'
+        ' r AS (SELECT t.mx, t.n, b.action,'
+        '              row_number() OVER (ORDER BY b.action IS NOT NULL DESC, t.n DESC, t.mx NULLS FIRST) AS rk'
+        '         FROM t LEFT JOIN pw.brake_status($1, braked_only => true) b'
+        '           ON b.operator = coalesce(t.mx, ''(untagged)''))'
+        ' SELECT x.s, x.i, x.c, x.n, x.t, x.b, x.d, x.note FROM ('
+        '   SELECT ''today''::text AS s, coalesce(r.mx, ''__null__'') AS i,'
+        '          CASE WHEN r.mx IS NULL THEN ''(untagged)'' ELSE pw.operator_class(r.mx) END AS c,'
+        '          r.n, CASE WHEN r.mx IS NOT NULL THEN pw.daily_cap($1, r.mx, $2)::bigint END AS t,'
+        '          NULL::numeric AS b, NULL::numeric AS d, r.action AS note, r.rk'
+        '     FROM r WHERE r.rk <= $3'
+        '   UNION ALL'
+        '   SELECT ''today'', ''(others)'', NULL, sum(r.n)::bigint, NULL, NULL, NULL,'
+        '          format(''%%s operator(s)'', count(*))'
+        '          || CASE WHEN count(r.action) > 0 THEN format('', %%s braked'', count(r.action)) ELSE '''' END,'
+        '          $3 + 1'
+        '     FROM r WHERE r.rk > $3 HAVING count(*) > 0) x'
+        ' ORDER BY x.rk',
         cc.relation, cc.mx_column, cc.sent_column_checked)
-        USING p.name, vday;
+        USING p.name, vday, top;
 
-    -- outcomes per operator over the brake window
+    -- outcomes per operator over the brake window: the braked ones, then
+    -- the largest samples, top in all, and one line for the others
     RETURN QUERY
-        SELECT 'outcomes'::text, s.operator, s.op_class, s.sample, NULL::bigint,
-               s.bounce_rate, s.deferral_rate,
-               coalesce(s.action || ': ' || s.reason, 'ok')
-               || CASE WHEN s.blocked > 0 OR s.throttled > 0
-                       THEN format('; blocked %s (block rate %s), throttled %s (throttle rate %s)',
-                                   s.blocked, s.block_rate, s.throttled, s.throttle_rate)
-                       ELSE '' END
-          FROM pw.brake_status(p.name) s
-         ORDER BY s.operator;
+        WITH r AS (
+            SELECT s.*, row_number() OVER (ORDER BY s.action IS NOT NULL DESC, s.sample DESC,
+                                                    s.operator) AS rk
+              FROM pw.brake_status(p.name) s)
+        SELECT x.s, x.i, x.c, x.n, NULL::bigint, x.b, x.d, x.note FROM (
+            SELECT 'outcomes'::text AS s, r.operator AS i, r.op_class AS c, r.sample AS n,
+                   r.bounce_rate AS b, r.deferral_rate AS d,
+                   coalesce(r.action || ': ' || r.reason, 'ok')
+                   || CASE WHEN r.blocked > 0 OR r.throttled > 0
+                           THEN format('; blocked %s (block rate %s), throttled %s (throttle rate %s)',
+                                       r.blocked, r.block_rate, r.throttled, r.throttle_rate)
+                           ELSE '' END AS note,
+                   r.rk
+              FROM r WHERE r.rk <= top
+            UNION ALL
+            SELECT 'outcomes', '(others)', NULL, sum(r.sample)::bigint,
+                   round(sum(r.hard_bounced)::numeric / nullif(sum(r.sent + r.bounced), 0), 4),
+                   round(sum(r.deferred)::numeric / nullif(sum(r.sample), 0), 4),
+                   format('%s operator(s)', count(*))
+                   || CASE WHEN count(r.action) > 0 THEN format(', %s braked', count(r.action)) ELSE '' END,
+                   top + 1
+              FROM r WHERE r.rk > top HAVING count(*) > 0) x
+         ORDER BY x.rk;
 
     -- verification progress of each verification profile
     FOR v IN SELECT * FROM pw.profiles WHERE purpose = 'verification' ORDER BY name LOOP

@@ -141,8 +141,8 @@ COMMENT ON FUNCTION pw.maillog_profile(text, text) IS
     'The profile pw.maillogs maps a log to ('''' if none); called by the ingest.';
 COMMENT ON FUNCTION pw.brake_status(text, boolean) IS
     'The reputation brake of a profile: per operator, outcomes and rates over the window and whether it is paused or slowed.';
-COMMENT ON FUNCTION pw.report(text) IS
-    'The state of a profile in one report: pool, tagging backlog, sends against caps, outcomes and brake, verification progress.';
+COMMENT ON FUNCTION pw.report(text, integer) IS
+    'The state of a profile in one report: pool, tagging backlog, sends against caps and outcomes with the brake (the top operators and one line for the others), verification progress.';
 COMMENT ON FUNCTION pw.require_pg_cron() IS
     'Fails unless pg_cron is installed in this database.';
 COMMENT ON FUNCTION pw.schedule_jobs(text, text, text, integer) IS
