@@ -1987,7 +1987,8 @@ BEGIN
                    'pw.maillog_daily, pw.maillog_categories, pw.operator_outcomes, pw.suppressions, '
                    'pw.hard_bounces, pw.verify_attempts, pw.verification_retries, '
                    'pw.braked_operators, pw.run_carriers TO %I', role),
-            format('GRANT EXECUTE ON FUNCTION pw.mx_tag_progress_rows() TO %I', role),
+            format('GRANT SELECT ON pw.ingest_progress TO %I', role),
+            format('GRANT EXECUTE ON FUNCTION pw.mx_tag_progress_rows(), pw.ingest_progress_rows() TO %I', role),
             format('GRANT SELECT ON %s TO %I', cc.relation, role)];
     END IF;
     FOREACH stmt IN ARRAY stmts LOOP
@@ -2001,6 +2002,33 @@ REVOKE ALL ON FUNCTION pw.grant_role(name, text) FROM PUBLIC;
 -- roles
 COMMENT ON FUNCTION pw.grant_role(name, text) IS
     'Grants a role what one part of the daily loop needs (campaign, verify_sender, ingest, monitor); returns the statements run.';
+
+-- ======================================================================
+-- ingest progress
+-- ======================================================================
+-- The ingests under way in the cluster, one row each: the file being read,
+-- the phase (reading, applying), where in the file, the events and
+-- addresses read, the steps of the apply phase done; empty unless
+-- the library is preloaded.
+CREATE FUNCTION pw.ingest_progress_rows()
+RETURNS TABLE (pid integer, datid oid, started timestamptz, file text, phase text,
+               file_offset bigint, events bigint, addresses bigint, steps_done bigint)
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_ingest_progress_rows';
+
+REVOKE EXECUTE ON FUNCTION pw.ingest_progress_rows() FROM PUBLIC;
+
+CREATE VIEW pw.ingest_progress AS
+SELECT p.pid, p.datid, d.datname, p.started, p.file, p.phase, p.file_offset, p.events,
+       p.addresses, p.steps_done
+  FROM pw.ingest_progress_rows() p
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = p.datid;
+
+-- ingest progress
+COMMENT ON FUNCTION pw.ingest_progress_rows() IS
+    'The ingests under way in the cluster (behind pw.ingest_progress).';
+COMMENT ON VIEW pw.ingest_progress IS
+    'One row per ingest under way: the file being read, the phase, offset, events and addresses so far, the apply phase''s steps done.';
 
 -- ---------------------------------------------------------------------------
 -- Last: say what will not work without the library preloaded

@@ -22,6 +22,7 @@ void
 _PG_init(void)
 {
 	PwLifecycleInit();
+	PwProgressInit();
 	PwCarriersInit();
 	PwTokenInit();
 	PwRunsInit();

@@ -28,6 +28,7 @@ extern void PwCarriersInit(void);
 extern void PwTokenInit(void);
 extern void PwRunsInit(void);
 extern void PwLifecycleInit(void);
+extern void PwProgressInit(void);
 
 /* mx/ */
 extern void MxResolverInit(void);

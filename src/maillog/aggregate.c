@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "common/progress.h"
 #include "ingest_int.h"
 
 /* The index of a source file in in->sources, added if new. */
@@ -335,6 +336,12 @@ IngestEvent(void *arg, const MaillogRecord *rec, TimestampTz when, int64 line_of
 	AddrAgg    *a;
 	bool		expiry;
 
+	if (++in->progress_events % MAILLOG_PROGRESS_EVERY == 0)
+	{
+		in->progress_offset = line_offset;
+		MaillogProgress(in, MAILLOG_PHASE_READING);
+	}
+
 	addr = NormAddress(in, rec);
 	if (addr != NULL && in->scratch.len > PW_EMAIL_MAX_LEN)
 	{
@@ -423,6 +430,22 @@ MaillogPhaseDone(MaillogIngest *in, const char *name)
 			(errmsg_internal("ingest_maillog: %s in %.0f ms", name,
 							 INSTR_TIME_GET_MILLISEC(now))));
 	INSTR_TIME_SET_CURRENT(in->phase_start);
+	/* a step of the apply phase done: pw.ingest_progress counts them */
+	in->progress_steps++;
+	MaillogProgress(in, MAILLOG_PHASE_APPLYING);
+}
+
+/* Reports the ingest's phase and counts in its progress slot. */
+void
+MaillogProgress(MaillogIngest *in, MaillogPhase phase)
+{
+	int64		c[MAILLOG_NCOUNTERS];
+
+	c[MAILLOG_COUNTER_EVENTS] = in->progress_events;
+	c[MAILLOG_COUNTER_ADDRESSES] = in->naddrs;
+	c[MAILLOG_COUNTER_OFFSET] = in->progress_offset;
+	c[MAILLOG_COUNTER_STEPS] = phase == MAILLOG_PHASE_APPLYING ? in->progress_steps : 0;
+	PwProgressReport(phase, c, MAILLOG_NCOUNTERS);
 }
 
 /* Sets up an empty MaillogIngest in its own memory context. */
@@ -461,6 +484,9 @@ MaillogReadSegment(MaillogIngest *in, const MaillogSegment *seg, MaillogIngestCo
 
 	in->source = MaillogSourceIndex(in, seg->path);
 	MemoryContextSwitchTo(old);
+	PwProgressSetLabel(seg->path);
+	in->progress_offset = seg->start;
+	MaillogProgress(in, MAILLOG_PHASE_READING);
 	MaillogReadEvents(seg->path, seg->start, IngestEvent, in, &st);
 	if (st.dev != seg->dev || st.inode != seg->inode)
 		ereport(ERROR,

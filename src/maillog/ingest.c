@@ -31,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "common/progress.h"
 #include "common/runs.h"
 #include "common/spi.h"
 #include "ingest_int.h"
@@ -159,7 +160,16 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	CheckReadPrivilege();
 	PwCarriersLoad(&carriers);
 	nsegs = MaillogFileStatePlan(canon, segs, &sb);
-	ReadAndApply(&carriers, &counts, segs, nsegs, given, canon, &t_read);
+	PwProgressStart(PW_PROGRESS_INGEST, false, 0, canon);
+	PG_TRY();
+	{
+		ReadAndApply(&carriers, &counts, segs, nsegs, given, canon, &t_read);
+	}
+	PG_FINALLY();
+	{
+		PwProgressEnd();
+	}
+	PG_END_TRY();
 	MaillogFileStateSave(canon, &sb, &counts);
 	MemoryContextSwitchTo(callerctx);
 	result = IngestResult(tupdesc, &counts);

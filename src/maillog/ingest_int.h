@@ -253,7 +253,31 @@ typedef struct MaillogIngest
 	ItemPointerData *btids;
 	int64		nbtids;
 	int64		maxbtids;
+	/* what pw.ingest_progress shows */
+	int64		progress_events;	/* events read */
+	int64		progress_offset;	/* where the file being read is */
+	int64		progress_steps;		/* steps of the apply phase done */
 } MaillogIngest;
+
+/* The phases of an ingest, as pw.ingest_progress names them */
+typedef enum MaillogPhase
+{
+	MAILLOG_PHASE_READING,
+	MAILLOG_PHASE_APPLYING
+} MaillogPhase;
+
+/* The counters of an ingest's progress slot */
+enum
+{
+	MAILLOG_COUNTER_EVENTS,
+	MAILLOG_COUNTER_ADDRESSES,
+	MAILLOG_COUNTER_OFFSET,
+	MAILLOG_COUNTER_STEPS,
+	MAILLOG_NCOUNTERS
+};
+
+/* Events read between two reports of the reading phase */
+#define MAILLOG_PROGRESS_EVERY 65536
 
 /* aggregate.c */
 extern void MaillogIngestInit(MaillogIngest *in, MaillogIngestCounts *counts);
@@ -267,6 +291,7 @@ extern void MaillogAddOutcome(MaillogIngest *in, AddrAgg *a, EventKind kind,
 extern int	MaillogClassify(MaillogIngest *in, const char *dsn, const char *reason);
 extern const char *MaillogIntern(MaillogIngest *in, const char *str, size_t len);
 extern void MaillogPhaseDone(MaillogIngest *in, const char *name);
+extern void MaillogProgress(MaillogIngest *in, MaillogPhase phase);
 extern AddrAgg **MaillogSortAddresses(MaillogIngest *in);
 
 /* pending.c */

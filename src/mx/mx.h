@@ -154,7 +154,6 @@ typedef struct MxTagProgress
 	int64		batches;		/* batches written */
 } MxTagProgress;
 
-extern void MxProgressInit(void);
 extern void MxProgressStart(int max_domains, bool background);
 extern void MxProgressReport(MxTagPhase phase, const MxTagProgress *counts);
 extern void MxProgressEnd(void);

@@ -56,7 +56,6 @@ MxTagInit(void)
 							 "Used when a run has more than one batch and a background worker slot is free.",
 							 &use_dns_process, true,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
-	MxProgressInit();
 }
 
 /* Whether the extension is installed in the current database (needs a transaction). */

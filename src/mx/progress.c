@@ -1,12 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * progress.c
- *	  The progress of running tagging runs, for pw.mx_tag_progress: one
- *	  shared-memory slot per backend (a pw.mx_tag() caller or the background
- *	  tagger), written under the slot's spinlock at each step of the run and
- *	  cleared when the run ends, fails or its process exits.  PostgreSQL 15
- *	  has no progress command type for an extension, hence the slots of our
- *	  own.  Without shared_preload_libraries there are no slots: runs report
+ *	  The progress of running tagging runs, for pw.mx_tag_progress: the
+ *	  tagging run's phases and counts in the backend's progress slot
+ *	  (common/progress.c).  Without shared_preload_libraries runs report
  *	  nothing and the view is empty.
  *
  *-------------------------------------------------------------------------
@@ -15,40 +12,14 @@
 
 #include "fmgr.h"
 #include "funcapi.h"
-#include "miscadmin.h"
-#include "storage/backendid.h"
-#include "storage/ipc.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "common/progress.h"
 #include "mx.h"
 #include "pw_deliverability.h"
 
 PG_FUNCTION_INFO_V1(pw_mx_tag_progress_rows);
-
-/* One backend's running tagging run; pid 0 when it runs none */
-typedef struct ProgressSlot
-{
-	slock_t		mutex;
-	pid_t		pid;
-	Oid			dbid;
-	bool		background;		/* the background tagger */
-	TimestampTz started;
-	int			max_domains;
-	MxTagPhase	phase;
-	MxTagProgress counts;
-} ProgressSlot;
-
-static ProgressSlot *progress_slots = NULL;
-static int	progress_nslots = 0;
-static ProgressSlot *my_slot = NULL;	/* this backend's, while it runs */
-static bool exit_callback_set = false;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* The phases' names, in MxTagPhase order */
 static const char *const phase_names[] = {
@@ -61,109 +32,52 @@ static const char *const phase_names[] = {
 StaticAssertDecl(lengthof(phase_names) == MX_PHASE_CACHED_LABELS + 1,
 				 "a name for each tagging phase");
 
-/* Reserves the slots: one per backend that can run a tagging run. */
-static void
-ProgressShmemRequest(void)
+/* The counters of a tagging run, in their slot order */
+enum
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(mul_size(MaxBackends, sizeof(ProgressSlot)));
-}
+	MX_COUNTER_FETCHED,
+	MX_COUNTER_LOOKED_UP,
+	MX_COUNTER_TAGGED,
+	MX_COUNTER_NONE,
+	MX_COUNTER_FAILED,
+	MX_COUNTER_WRITTEN,
+	MX_COUNTER_CARRIERS,
+	MX_COUNTER_BATCHES,
+	MX_NCOUNTERS
+};
 
-/* Attaches to (and after a crash restart, re-initialises) the slots. */
-static void
-ProgressShmemStartup(void)
-{
-	bool		found;
+StaticAssertDecl(MX_NCOUNTERS <= PW_PROGRESS_NCOUNTERS, "the tagging counters fit a slot");
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	progress_slots = ShmemInitStruct("pw_deliverability tagging progress",
-									 mul_size(MaxBackends, sizeof(ProgressSlot)),
-									 &found);
-	progress_nslots = MaxBackends;
-	if (!found)
-	{
-		for (int i = 0; i < progress_nslots; i++)
-		{
-			SpinLockInit(&progress_slots[i].mutex);
-			progress_slots[i].pid = 0;
-		}
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Installs the shared-memory hooks of the slots (when preloaded). */
-void
-MxProgressInit(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = ProgressShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = ProgressShmemStartup;
-}
-
-/* Clears this backend's slot at process exit (a FATAL mid-run). */
-static void
-ProgressAtExit(int code, Datum arg)
-{
-	MxProgressEnd();
-}
-
-/*
- * Starts reporting a run of up to max_domains domains in this backend's
- * slot (nothing without slots).
- */
+/* Starts reporting a tagging run of up to max_domains domains. */
 void
 MxProgressStart(int max_domains, bool background)
 {
-	ProgressSlot *slot;
-
-	if (progress_slots == NULL || MyBackendId < 1 || MyBackendId > progress_nslots)
-		return;
-	if (!exit_callback_set)
-	{
-		before_shmem_exit(ProgressAtExit, (Datum) 0);
-		exit_callback_set = true;
-	}
-	slot = &progress_slots[MyBackendId - 1];
-	SpinLockAcquire(&slot->mutex);
-	slot->pid = MyProcPid;
-	slot->dbid = MyDatabaseId;
-	slot->background = background;
-	slot->started = GetCurrentTimestamp();
-	slot->max_domains = max_domains;
-	slot->phase = MX_PHASE_LOCK;
-	memset(&slot->counts, 0, sizeof(slot->counts));
-	SpinLockRelease(&slot->mutex);
-	my_slot = slot;
+	PwProgressStart(PW_PROGRESS_MX_TAG, background, max_domains, NULL);
+	MxProgressReport(MX_PHASE_LOCK, &(MxTagProgress) {0});
 }
 
 /* Reports the run's phase and counts so far. */
 void
 MxProgressReport(MxTagPhase phase, const MxTagProgress *counts)
 {
-	if (my_slot == NULL)
-		return;
-	SpinLockAcquire(&my_slot->mutex);
-	my_slot->phase = phase;
-	my_slot->counts = *counts;
-	SpinLockRelease(&my_slot->mutex);
+	int64		c[MX_NCOUNTERS];
+
+	c[MX_COUNTER_FETCHED] = counts->fetched;
+	c[MX_COUNTER_LOOKED_UP] = counts->looked_up;
+	c[MX_COUNTER_TAGGED] = counts->tagged;
+	c[MX_COUNTER_NONE] = counts->none;
+	c[MX_COUNTER_FAILED] = counts->failed;
+	c[MX_COUNTER_WRITTEN] = counts->written;
+	c[MX_COUNTER_CARRIERS] = counts->carriers;
+	c[MX_COUNTER_BATCHES] = counts->batches;
+	PwProgressReport(phase, c, MX_NCOUNTERS);
 }
 
-/* Clears this backend's slot: the run is over (or failed). */
+/* The tagging run is over (or failed). */
 void
 MxProgressEnd(void)
 {
-	if (my_slot == NULL)
-		return;
-	SpinLockAcquire(&my_slot->mutex);
-	my_slot->pid = 0;
-	SpinLockRelease(&my_slot->mutex);
-	my_slot = NULL;
+	PwProgressEnd();
 }
 
 /* Columns of pw.mx_tag_progress_rows() */
@@ -186,9 +100,9 @@ enum
 	PROGRESS_NCOLS
 };
 
-/* Returns one row of a slot copied out of shared memory. */
+/* Returns one row of a running tagging run. */
 static void
-PutProgressRow(ReturnSetInfo *rsinfo, const ProgressSlot *s)
+PutProgressRow(ReturnSetInfo *rsinfo, const PwProgress *s)
 {
 	Datum		values[PROGRESS_NCOLS];
 	bool		nulls[PROGRESS_NCOLS] = {0};
@@ -198,37 +112,29 @@ PutProgressRow(ReturnSetInfo *rsinfo, const ProgressSlot *s)
 	values[PROGRESS_COL_BACKGROUND] = BoolGetDatum(s->background);
 	values[PROGRESS_COL_STARTED] = TimestampTzGetDatum(s->started);
 	values[PROGRESS_COL_PHASE] = CStringGetTextDatum(phase_names[s->phase]);
-	values[PROGRESS_COL_MAX_DOMAINS] = Int32GetDatum(s->max_domains);
-	values[PROGRESS_COL_FETCHED] = Int64GetDatum(s->counts.fetched);
-	values[PROGRESS_COL_LOOKED_UP] = Int64GetDatum(s->counts.looked_up);
-	values[PROGRESS_COL_TAGGED] = Int64GetDatum(s->counts.tagged);
-	values[PROGRESS_COL_NONE] = Int64GetDatum(s->counts.none);
-	values[PROGRESS_COL_FAILED] = Int64GetDatum(s->counts.failed);
-	values[PROGRESS_COL_WRITTEN] = Int64GetDatum(s->counts.written);
-	values[PROGRESS_COL_CARRIERS] = Int64GetDatum(s->counts.carriers);
-	values[PROGRESS_COL_BATCHES] = Int64GetDatum(s->counts.batches);
+	values[PROGRESS_COL_MAX_DOMAINS] = Int32GetDatum((int32) s->limit);
+	values[PROGRESS_COL_FETCHED] = Int64GetDatum(s->counters[MX_COUNTER_FETCHED]);
+	values[PROGRESS_COL_LOOKED_UP] = Int64GetDatum(s->counters[MX_COUNTER_LOOKED_UP]);
+	values[PROGRESS_COL_TAGGED] = Int64GetDatum(s->counters[MX_COUNTER_TAGGED]);
+	values[PROGRESS_COL_NONE] = Int64GetDatum(s->counters[MX_COUNTER_NONE]);
+	values[PROGRESS_COL_FAILED] = Int64GetDatum(s->counters[MX_COUNTER_FAILED]);
+	values[PROGRESS_COL_WRITTEN] = Int64GetDatum(s->counters[MX_COUNTER_WRITTEN]);
+	values[PROGRESS_COL_CARRIERS] = Int64GetDatum(s->counters[MX_COUNTER_CARRIERS]);
+	values[PROGRESS_COL_BATCHES] = Int64GetDatum(s->counters[MX_COUNTER_BATCHES]);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-/*
- * pw.mx_tag_progress_rows(): one row per tagging run under way in the
- * cluster, each slot copied under its spinlock.
- */
+/* pw.mx_tag_progress_rows(): one row per tagging run under way in the cluster. */
 Datum
 pw_mx_tag_progress_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PwProgress *runs;
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
-	for (int i = 0; progress_slots != NULL && i < progress_nslots; i++)
-	{
-		ProgressSlot copy;
-
-		SpinLockAcquire(&progress_slots[i].mutex);
-		copy = progress_slots[i];
-		SpinLockRelease(&progress_slots[i].mutex);
-		if (copy.pid != 0)
-			PutProgressRow(rsinfo, &copy);
-	}
+	n = PwProgressRunning(PW_PROGRESS_MX_TAG, &runs);
+	for (int i = 0; i < n; i++)
+		PutProgressRow(rsinfo, &runs[i]);
 	PG_RETURN_NULL();
 }

@@ -148,6 +148,24 @@ SELECT day, mx_provider, sent, deferred, bounced,
                sum(d.hard_bounced)::bigint AS hard_bounced, sum(d.blocked)::bigint AS blocked,
                sum(d.throttled)::bigint AS throttled
           FROM pw.maillog_daily d GROUP BY d.day, d.mx_provider) m;
+-- The ingests under way in the cluster, one row each: the file being read,
+-- the phase (reading, applying), where in the file, the events and
+-- addresses read, the steps of the apply phase done; empty unless
+-- the library is preloaded.
+CREATE FUNCTION pw.ingest_progress_rows()
+RETURNS TABLE (pid integer, datid oid, started timestamptz, file text, phase text,
+               file_offset bigint, events bigint, addresses bigint, steps_done bigint)
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pw_ingest_progress_rows';
+
+REVOKE EXECUTE ON FUNCTION pw.ingest_progress_rows() FROM PUBLIC;
+
+CREATE VIEW pw.ingest_progress AS
+SELECT p.pid, p.datid, d.datname, p.started, p.file, p.phase, p.file_offset, p.events,
+       p.addresses, p.steps_done
+  FROM pw.ingest_progress_rows() p
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = p.datid;
+
 
 -- Reads a mail log from where the last call on it stopped (following
 -- rotation to path.1), records deliveries, deferrals and bounces with their

@@ -70,7 +70,8 @@ BEGIN
                    'pw.maillog_daily, pw.maillog_categories, pw.operator_outcomes, pw.suppressions, '
                    'pw.hard_bounces, pw.verify_attempts, pw.verification_retries, '
                    'pw.braked_operators, pw.run_carriers TO %I', role),
-            format('GRANT EXECUTE ON FUNCTION pw.mx_tag_progress_rows() TO %I', role),
+            format('GRANT SELECT ON pw.ingest_progress TO %I', role),
+            format('GRANT EXECUTE ON FUNCTION pw.mx_tag_progress_rows(), pw.ingest_progress_rows() TO %I', role),
             format('GRANT SELECT ON %s TO %I', cc.relation, role)];
     END IF;
     FOREACH stmt IN ARRAY stmts LOOP

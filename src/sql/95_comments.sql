@@ -221,3 +221,9 @@ COMMENT ON FUNCTION pw.health() IS
 -- roles
 COMMENT ON FUNCTION pw.grant_role(name, text) IS
     'Grants a role what one part of the daily loop needs (campaign, verify_sender, ingest, monitor); returns the statements run.';
+
+-- ingest progress
+COMMENT ON FUNCTION pw.ingest_progress_rows() IS
+    'The ingests under way in the cluster (behind pw.ingest_progress).';
+COMMENT ON VIEW pw.ingest_progress IS
+    'One row per ingest under way: the file being read, the phase, offset, events and addresses so far, the apply phase''s steps done.';

@@ -340,5 +340,28 @@ for (my $i = 0; $i < @lines; $i += $per)
 is($digest_of->('chunks', 1), $digest_of->('ref', 1),
 	'ten pieces: same end state as one call (suppressed addresses compared, not their reasons)');
 
+# --- progress: an ingest waiting for another one's deliveries lock shows in
+# pw.ingest_progress, past its reading phase, with what it read
+my $nlines = 200_000;
+append("$logs/progress.log", join('', map { line(sprintf('P%09d', $_), "p$_\@x.test", 'sent') } 1 .. $nlines));
+my $holder = $node->background_psql('postgres', on_error_stop => 1);
+$holder->query_safe('BEGIN; LOCK TABLE pw.deliveries IN SHARE ROW EXCLUSIVE MODE');
+my $ingester = $node->background_psql('postgres', on_error_stop => 1);
+my $ingester_pid = $ingester->query_safe('SELECT pg_backend_pid()');
+$ingester->query_until(qr/started/, q{\echo started
+    SELECT events FROM pw.ingest_maillog('progress.log');
+    \echo finished
+});
+ok($node->poll_query_until('postgres', qq{SELECT count(*) = 1 FROM pw.ingest_progress
+    WHERE pid = $ingester_pid AND phase = 'applying' AND events = $nlines AND addresses = $nlines
+      AND steps_done = 1 AND file LIKE '%/progress.log' AND datname = 'postgres'}),
+	'pw.ingest_progress shows the waiting ingest: file, phase, events and addresses read');
+$holder->query_safe('COMMIT');
+$ingester->query_until(qr/finished/, '');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pw.ingest_progress'), '0',
+	'... and nothing once it is done');
+$holder->quit;
+$ingester->quit;
+
 $node->stop;
 done_testing();

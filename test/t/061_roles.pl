@@ -100,7 +100,8 @@ denied_as('pw_ingester', q{SELECT count(*) FROM pw.select_sendable_carriers(10, 
 
 # the monitor: every view of the loop, the report and health
 for my $view (qw(pw.mx_backlog pw.mx_labels pw.mx_failing pw.mx_tag_progress pw.braked_operators
-	pw.operator_outcomes pw.maillog_status pw.verification_retries pw.run_history pw.last_runs pw.deliveries))
+	pw.operator_outcomes pw.maillog_status pw.verification_retries pw.run_history pw.last_runs pw.deliveries
+	pw.ingest_progress))
 {
 	works_as('pw_monitor', "SELECT count(*) FROM $view", "monitor: reads $view");
 }
