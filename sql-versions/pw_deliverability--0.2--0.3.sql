@@ -1465,9 +1465,10 @@ COMMENT ON FUNCTION pw.reclassify_outcomes(boolean) IS
 -- ---------------------------------------------------------------------------
 
 -- One row per run of a job, written by the job in its own transaction (as
--- the extension's owner): a run that commits is here with its counts, one
--- that fails or is cancelled rolls back with everything it did.  Pruned
--- after pw_deliverability.run_retention days.
+-- the extension's owner): a run that commits is here with its counts; one
+-- that fails or is cancelled rolls back with everything it did, and is
+-- written with its error by the next run of the database (the library
+-- preloaded).  Pruned after pw_deliverability.run_retention days.
 CREATE SEQUENCE pw.runs_run_id_seq;
 CREATE TABLE pw.runs (
     run_id   bigint PRIMARY KEY DEFAULT pg_catalog.nextval('pw.runs_run_id_seq'),
@@ -1480,6 +1481,7 @@ CREATE TABLE pw.runs (
     caller   text NOT NULL,
     pid      integer NOT NULL,
     counts   jsonb NOT NULL DEFAULT '{}',
+    error    text,
     released timestamptz,
     CONSTRAINT runs_released_claims CHECK (released IS NULL OR kind = 'claim')
 );
@@ -1498,7 +1500,7 @@ CREATE TABLE pw.run_carriers (
 CREATE VIEW pw.run_history AS
 SELECT run_id, kind, profile, started, finished,
        round(pg_catalog.date_part('epoch', finished - started)::numeric, 3) AS seconds,
-       caller, counts, released
+       caller, counts, error, released
   FROM pw.runs
  ORDER BY run_id DESC;
 
@@ -1507,7 +1509,7 @@ CREATE VIEW pw.last_runs AS
 SELECT DISTINCT ON (kind, profile)
        kind, profile, run_id, started, finished,
        round(pg_catalog.date_part('epoch', finished - started)::numeric, 3) AS seconds,
-       caller, counts, pg_catalog.now() - started AS age
+       caller, counts, error, pg_catalog.now() - started AS age
   FROM pw.runs
  ORDER BY kind, profile, run_id DESC;
 
@@ -1534,6 +1536,10 @@ BEGIN
     IF r.kind <> 'claim' THEN
         RAISE EXCEPTION 'run % is a % run, not a claim', r.run_id, r.kind
             USING ERRCODE = 'wrong_object_type', HINT = 'Only a claim marks carriers that can be released.';
+    END IF;
+    IF r.error IS NOT NULL THEN
+        RAISE EXCEPTION 'run % failed: it marked no carrier', r.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = r.error;
     END IF;
     IF r.released IS NOT NULL THEN
         RAISE EXCEPTION 'run % was already released', r.run_id
@@ -1570,7 +1576,7 @@ SELECT pg_catalog.pg_extension_config_dump('pw.mx_domains', '');
 GRANT SELECT ON pw.runs, pw.run_history, pw.last_runs TO PUBLIC;
 -- run history
 COMMENT ON TABLE pw.runs IS
-    'Every claim, tagging run, ingest and confirmation that committed: kind, profile, caller, start, end and counts; written by the jobs as the extension''s owner, pruned after pw_deliverability.run_retention days.';
+    'Every claim, tagging run, ingest and confirmation: kind, profile, caller, start, end and counts, or the error of one that failed; written by the jobs as the extension''s owner, pruned after pw_deliverability.run_retention days.';
 COMMENT ON SEQUENCE pw.runs_run_id_seq IS
     'The run ids of pw.runs.';
 COMMENT ON TABLE pw.run_carriers IS

@@ -36,10 +36,11 @@ static int	pw_run_retention_days = 90;
 #define OWNER_COL_OID 1
 #define RUN_COL_ID 1
 
-/* Registers pw_deliverability.run_retention. */
+/* Registers pw_deliverability.run_retention and the watch of failed runs. */
 void
 PwRunsInit(void)
 {
+	PwRunFailuresInit();
 	DefineCustomIntVariable(PW_GUC_PREFIX ".run_retention",
 							"Days of run history kept in pw.runs.",
 							"Older runs (and the carriers of old claims) are deleted as new runs "
@@ -88,7 +89,7 @@ PwRunsOwner(void)
  * safe search_path (the caller's user and path are back on return; an error
  * resets them with the transaction).
  */
-static uint64
+uint64
 PwRunsExecute(const char *sql, int nargs, const Oid *types, const Datum *values,
 			  const char *nulls, int expected)
 {
@@ -127,6 +128,9 @@ PwRunBegin(const char *kind, const char *profile)
 							 " WHERE started < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
 							 1, dtypes, dvalues, NULL, SPI_OK_DELETE);
 	}
+	PwRunFailuresFlush();
+	if (!PwRunWatching())
+		PwRunStart(kind, profile);
 	values[0] = CStringGetTextDatum(kind);
 	if (profile)
 		values[1] = CStringGetTextDatum(profile);
@@ -138,7 +142,19 @@ PwRunBegin(const char *kind, const char *profile)
 						 3, types, values, nulls, SPI_OK_INSERT_RETURNING);
 	run_id = PwSpiGetInt64(0, RUN_COL_ID);
 	SPI_freetuptable(SPI_tuptable);
+	PwRunWatchId(run_id);
 	return run_id;
+}
+
+/*
+ * Marks the start of a run of "kind" (profile may be NULL) in this backend:
+ * if it fails before it is recorded, it is recorded as failed
+ * (run_failures.c).  No SPI needed.
+ */
+void
+PwRunStart(const char *kind, const char *profile)
+{
+	PwRunWatch(kind, profile, GetCurrentTimestamp(), PwRunCaller(), 0);
 }
 
 /*
@@ -233,6 +249,7 @@ PwRunEnd(int64 run_id, StringInfo counts)
 	(void) PwRunsExecute("UPDATE pw.runs SET finished = pg_catalog.clock_timestamp(),"
 						 " counts = $2::jsonb WHERE run_id = $1",
 						 2, types, values, NULL, SPI_OK_UPDATE);
+	PwRunUnwatch();
 }
 
 /* Records the carriers a claim run marked (ids: an int8[] datum). */

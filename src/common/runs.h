@@ -21,6 +21,7 @@
 #define PW_RUN_INGEST		"ingest"
 #define PW_RUN_CONFIRM		"confirm"
 
+extern void PwRunStart(const char *kind, const char *profile);
 extern int64 PwRunBegin(const char *kind, const char *profile);
 extern void PwRunEnd(int64 run_id, StringInfo counts);
 extern int64 PwRunRecord(const char *kind, const char *profile, TimestampTz started,
@@ -32,5 +33,17 @@ extern void PwRunCount(StringInfo counts, const char *name, int64 value);
 extern void PwRunCountSeconds(StringInfo counts, const char *name, double seconds);
 extern void PwRunCountText(StringInfo counts, const char *name, const char *value);
 extern void PwRunCountsFromRow(StringInfo counts, TupleDesc tupdesc, Datum row);
+
+extern uint64 PwRunsExecute(const char *sql, int nargs, const Oid *types,
+							const Datum *values, const char *nulls, int expected);
+
+/* run_failures.c */
+extern void PwRunFailuresInit(void);
+extern void PwRunWatch(const char *kind, const char *profile, TimestampTz started,
+					   const char *caller, int64 run_id);
+extern void PwRunWatchId(int64 run_id);
+extern bool PwRunWatching(void);
+extern void PwRunUnwatch(void);
+extern void PwRunFailuresFlush(void);
 
 #endif							/* PW_RUNS_H */

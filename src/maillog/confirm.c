@@ -43,6 +43,7 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	StringInfoData counts;
 
 	args[0] = PG_GETARG_DATUM(0);
+	PwRunStart(PW_RUN_CONFIRM, NULL);
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
 	/*

@@ -153,6 +153,7 @@ pw_ingest_maillog(PG_FUNCTION_ARGS)
 	memset(&counts, 0, sizeof(counts));
 	INSTR_TIME_SET_CURRENT(t_start);
 
+	PwRunStart(PW_RUN_INGEST, NULL);
 	SPI_connect();
 	nestlevel = PwSafeSearchPath();
 	/* first the extension: a DROP EXTENSION under way is waited for */

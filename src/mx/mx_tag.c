@@ -441,6 +441,7 @@ MxTagRun(int max_domains, bool background, MxTagCounts *counts)
 
 	memset(counts, 0, sizeof(*counts));
 	memset(&progress, 0, sizeof(progress));
+	PwRunStart(PW_RUN_MX_TAG, NULL);
 	MxProgressStart(max_domains, background);
 	PG_TRY();
 	{
@@ -464,4 +465,6 @@ MxTagRun(int max_domains, bool background, MxTagCounts *counts)
 	/* the background tagger's idle rounds are not runs */
 	if (!background || counts->looked_up > 0 || counts->carriers > 0)
 		RecordTaggingRun(start, max_domains, counts);
+	else
+		PwRunUnwatch();
 }

@@ -194,7 +194,7 @@ COMMENT ON FUNCTION pw.reclassify_outcomes(boolean) IS
 
 -- run history
 COMMENT ON TABLE pw.runs IS
-    'Every claim, tagging run, ingest and confirmation that committed: kind, profile, caller, start, end and counts; written by the jobs as the extension''s owner, pruned after pw_deliverability.run_retention days.';
+    'Every claim, tagging run, ingest and confirmation: kind, profile, caller, start, end and counts, or the error of one that failed; written by the jobs as the extension''s owner, pruned after pw_deliverability.run_retention days.';
 COMMENT ON SEQUENCE pw.runs_run_id_seq IS
     'The run ids of pw.runs.';
 COMMENT ON TABLE pw.run_carriers IS

@@ -200,6 +200,35 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM crm."Carriers" c WHERE ci
 is($dns2->count('bulk7.example', 'MX'), 1, 'each bulk domain looked up once');
 is(scalar(grep { $_->[1] eq 'MX' } $dns2->queries), 1500, '1500 MX queries for 1500 domains');
 
+# --- the run history: every run recorded, a failed one with its error ----
+my $runs = $node->safe_psql('postgres', q{SELECT count(*) FROM pw.runs WHERE kind = 'mx_tag' AND error IS NULL
+    AND (counts ->> 'looked_up')::int = 300});
+is($runs, '5', 'each tagging run of 300 is in pw.runs with its counts');
+my $errors_sql = q{SELECT count(*) FROM pw.runs WHERE error IS NOT NULL};
+my $errors = $node->safe_psql('postgres', $errors_sql);
+# a second tagging run waits for the first one's lock, says whom it waits
+# for, and is cancelled by its statement_timeout
+my $holder = $node->background_psql('postgres', on_error_stop => 1);
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+$holder->query_safe(q{SET client_min_messages = warning; BEGIN; SELECT looked_up FROM pw.mx_tag(0)});
+($ret, $out, $err) = $node->psql('postgres', q{SET statement_timeout = '1s'; SELECT * FROM pw.mx_tag(10)});
+like($err, qr/NOTICE:  waiting for the tagging lock \(one tagging run at a time\), held by PID $holder_pid\b/,
+	'a waiting tagging run says whom it waits for');
+like($err, qr/canceling statement due to statement timeout/, '... and is cancelled by its timeout');
+$holder->query_safe('COMMIT');
+$holder->quit;
+is($node->safe_psql('postgres', $errors_sql), $errors,
+	'a failed run is not written in its own, rolled back, transaction');
+$node->safe_psql('postgres', 'SELECT pw.mx_tag(0)');
+is($node->safe_psql('postgres', $errors_sql), $errors + 1, 'the next run writes it into pw.runs');
+is($node->safe_psql('postgres', q{SELECT kind || ' ' || (finished >= started) || ' ' || caller || ' ' || error
+    FROM pw.runs WHERE error IS NOT NULL ORDER BY run_id DESC LIMIT 1}),
+	'mx_tag true postgres (010_mx_tag.pl) 57014: canceling statement due to statement timeout',
+	'... with its caller and error');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT pw.release_run(max(run_id)) FROM pw.runs WHERE error IS NOT NULL});
+like($err, qr/is a mx_tag run, not a claim/, 'release_run refuses it');
+
 $node->stop;
 $dns->stop;
 $dns2->stop;

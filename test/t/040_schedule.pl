@@ -131,6 +131,12 @@ while (time < $deadline)
 	usleep(200_000);
 }
 is($runs, $runs_want, 'pg_cron recorded a succeeded run of each job');
+# and pw.runs has the counts of each, called by pg_cron
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM pw.runs
+    WHERE caller LIKE 'pg_cron (%)' AND error IS NULL}), 'confirm,ingest,mx_tag',
+	'pw.runs records the scheduled tagging, ingest and confirmation, called by pg_cron');
+is($node->safe_psql('postgres', q{SELECT sum((counts ->> 'bounced')::int) FROM pw.runs WHERE kind = 'ingest'}),
+	'1', '... with their counts');
 
 is($node->safe_psql('postgres', 'SELECT pw.unschedule_jobs()'), '4', 'unscheduled');
 $node->stop;
