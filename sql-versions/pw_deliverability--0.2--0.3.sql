@@ -1145,7 +1145,7 @@ BEGIN
 
     FOR j IN
         SELECT 1 AS o, 'pw_mx_tag' AS name, tag_schedule AS sched,
-               format('SELECT * FROM pw.mx_tag(%s)', tag_max_domains) AS cmd
+               format('CALL pw.mx_tag_batches(%s)', tag_max_domains) AS cmd
         UNION ALL
         SELECT 2, 'pw_ingest:' || m.path, coalesce(ingest_schedule, m.schedule),
                format('SELECT * FROM pw.ingest_maillog(%L)', m.path)
@@ -2035,6 +2035,47 @@ COMMENT ON FUNCTION pw.ingest_progress_rows() IS
     'The ingests under way in the cluster (behind pw.ingest_progress).';
 COMMENT ON VIEW pw.ingest_progress IS
     'One row per ingest under way: the file being read, the phase, offset, events and addresses so far, the apply phase''s steps done.';
+
+-- ======================================================================
+-- tagging in committed batches
+-- ======================================================================
+-- Tags up to max_domains domains in batches of tag_batch_size, committing
+-- after each (a pw.mx_tag() call each, a run of pw.runs each): a run
+-- cancelled or failed part-way keeps the batches it committed.  CALL it
+-- outside a transaction block (pg_cron's jobs are).  No SET clause (a
+-- procedure with one cannot commit): each transaction's first statement
+-- fixes the search_path instead.
+CREATE PROCEDURE pw.mx_tag_batches(max_domains integer DEFAULT 20000)
+LANGUAGE plpgsql AS
+$$
+DECLARE
+    todo  integer := max_domains;
+    batch integer;
+    asked integer;
+    r     record;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF max_domains IS NULL OR max_domains < 0 THEN
+        RAISE EXCEPTION 'max_domains must be 0 or more, not %', coalesce(max_domains::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    batch := current_setting('pw_deliverability.tag_batch_size')::integer;
+    LOOP
+        asked := least(batch, todo);
+        SELECT * INTO r FROM pw.mx_tag(asked);
+        todo := todo - r.looked_up::integer;
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        -- fewer lookups than asked: nothing more is due
+        EXIT WHEN todo <= 0 OR r.looked_up < asked;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON PROCEDURE pw.mx_tag_batches(integer) FROM PUBLIC;
+
+-- tagging in committed batches
+COMMENT ON PROCEDURE pw.mx_tag_batches(integer) IS
+    'Tags up to max_domains domains in batches of tag_batch_size, committing after each: a cancelled run keeps what it committed.';
 
 -- ---------------------------------------------------------------------------
 -- Last: say what will not work without the library preloaded

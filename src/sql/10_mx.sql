@@ -72,6 +72,40 @@ AS 'MODULE_PATHNAME', 'pw_mx_tag';
 
 REVOKE EXECUTE ON FUNCTION pw.mx_tag(integer) FROM PUBLIC;
 
+-- Tags up to max_domains domains in batches of tag_batch_size, committing
+-- after each (a pw.mx_tag() call each, a run of pw.runs each): a run
+-- cancelled or failed part-way keeps the batches it committed.  CALL it
+-- outside a transaction block (pg_cron's jobs are).  No SET clause (a
+-- procedure with one cannot commit): each transaction's first statement
+-- fixes the search_path instead.
+CREATE PROCEDURE pw.mx_tag_batches(max_domains integer DEFAULT 20000)
+LANGUAGE plpgsql AS
+$$
+DECLARE
+    todo  integer := max_domains;
+    batch integer;
+    asked integer;
+    r     record;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF max_domains IS NULL OR max_domains < 0 THEN
+        RAISE EXCEPTION 'max_domains must be 0 or more, not %', coalesce(max_domains::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    batch := current_setting('pw_deliverability.tag_batch_size')::integer;
+    LOOP
+        asked := least(batch, todo);
+        SELECT * INTO r FROM pw.mx_tag(asked);
+        todo := todo - r.looked_up::integer;
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        -- fewer lookups than asked: nothing more is due
+        EXIT WHEN todo <= 0 OR r.looked_up < asked;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON PROCEDURE pw.mx_tag_batches(integer) FROM PUBLIC;
+
 -- Creates the partial index that keeps finding untagged carriers cheap (the
 -- domain of every carrier whose MX column is NULL), and statistics of that
 -- domain expression; analyzes the carriers.

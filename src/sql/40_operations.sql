@@ -357,7 +357,7 @@ BEGIN
 
     FOR j IN
         SELECT 1 AS o, 'pw_mx_tag' AS name, tag_schedule AS sched,
-               format('SELECT * FROM pw.mx_tag(%s)', tag_max_domains) AS cmd
+               format('CALL pw.mx_tag_batches(%s)', tag_max_domains) AS cmd
         UNION ALL
         SELECT 2, 'pw_ingest:' || m.path, coalesce(ingest_schedule, m.schedule),
                format('SELECT * FROM pw.ingest_maillog(%L)', m.path)

@@ -227,3 +227,7 @@ COMMENT ON FUNCTION pw.ingest_progress_rows() IS
     'The ingests under way in the cluster (behind pw.ingest_progress).';
 COMMENT ON VIEW pw.ingest_progress IS
     'One row per ingest under way: the file being read, the phase, offset, events and addresses so far, the apply phase''s steps done.';
+
+-- tagging in committed batches
+COMMENT ON PROCEDURE pw.mx_tag_batches(integer) IS
+    'Tags up to max_domains domains in batches of tag_batch_size, committing after each: a cancelled run keeps what it committed.';

@@ -229,6 +229,31 @@ is($node->safe_psql('postgres', q{SELECT kind || ' ' || (finished >= started) ||
 	q{SELECT pw.release_run(max(run_id)) FROM pw.runs WHERE error IS NOT NULL});
 like($err, qr/is a mx_tag run, not a claim/, 'release_run refuses it');
 
+# --- pw.mx_tag_batches(): committed batch by batch, a cancel keeps them ---
+my %slow = map { ("slow$_.example" => "mx$_.slowhost.net") } 1 .. 300;
+my $dns3 = PwDns->start(records => {}, bulk => \%slow);
+my $s3 = $dns3->servers;
+$node->safe_psql('postgres', q{INSERT INTO crm."Carriers" (cid, "E-mail") SELECT 5000 + i, 's' || i || '@slow' || i || '.example' FROM generate_series(1, 300) i});
+my $batches_before = $node->safe_psql('postgres', q{SELECT count(*) FROM pw.runs WHERE kind = 'mx_tag' AND error IS NULL});
+($ret, $out, $err) = $node->psql('postgres', qq{
+    SET pw_deliverability.dns_servers = '$s3';
+    SET pw_deliverability.tag_batch_size = 50;
+    SET pw_deliverability.dns_max_qps = 100;
+    SET pw_deliverability.dns_process = off;
+    SET statement_timeout = '1800ms';
+    CALL pw.mx_tag_batches(300)});
+like($err, qr/canceling statement due to statement timeout/, 'a slow pw.mx_tag_batches() is cancelled part-way');
+my $kept = $node->safe_psql('postgres', q{SELECT count(*) FROM pw.mx_domains WHERE domain LIKE 'slow%'});
+ok($kept >= 50 && $kept < 300 && $kept % 50 == 0, "... and keeps the batches it committed ($kept domains)");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pw.runs WHERE kind = 'mx_tag' AND error IS NULL})
+	- $batches_before, $kept / 50, '... each a run of pw.runs');
+$node->safe_psql('postgres', qq{SET pw_deliverability.dns_servers = '$s3'; CALL pw.mx_tag_batches(1000)});
+is($node->safe_psql('postgres', q{SELECT count(*) FROM crm."Carriers" WHERE cid > 5000 AND "MX" = 'mx:slowhost.net'}),
+	'300', 'a second call tags the rest');
+($ret, $out, $err) = $node->psql('postgres', q{BEGIN; CALL pw.mx_tag_batches(10)});
+like($err, qr/invalid transaction termination/, 'inside a transaction block it cannot commit, and says so');
+$dns3->stop;
+
 $node->stop;
 $dns->stop;
 $dns2->stop;

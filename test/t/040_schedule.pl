@@ -67,7 +67,7 @@ is($jobs, join("\n",
 		"pw_confirm_deliveries 0 * * * * SELECT * FROM pw.confirm_deliveries()",
 		"pw_ingest:burner.log */5 * * * * SELECT * FROM pw.ingest_maillog('burner.log')",
 		"pw_ingest:pw.log */5 * * * * SELECT * FROM pw.ingest_maillog('pw.log')",
-		"pw_mx_tag 45 5 * * * SELECT * FROM pw.mx_tag(20000)",
+		"pw_mx_tag 45 5 * * * CALL pw.mx_tag_batches(20000)",
 		"pw_requeue_verifications 0 * * * * SELECT pw.requeue_verifications()"),
 	'schedule_jobs registers tagging, one ingest per log, confirmation, verification retries');
 my $cron_jobs = q{SELECT string_agg(jobid || ' ' || jobname || ' ' || schedule, ',' ORDER BY jobname) FROM cron.job};
