@@ -203,11 +203,15 @@ PwRunWatchId(int64 run_id)
 		watched.run_id = run_id;
 }
 
-/* Whether a run is watched in this backend. */
+/* Whether a run is watched in this backend; if so, its start and caller. */
 bool
-PwRunWatching(void)
+PwRunWatched(TimestampTz *started, const char **caller)
 {
-	return watching;
+	if (!watching)
+		return false;
+	*started = watched.started;
+	*caller = watched.caller;
+	return true;
 }
 
 /* The watched run ended without an error. */

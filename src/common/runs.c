@@ -108,15 +108,20 @@ PwRunsExecute(const char *sql, int nargs, const Oid *types, const Datum *values,
 }
 
 /*
- * Records the start of a run of "kind" (profile may be NULL) and returns its
- * run_id; prunes runs past the retention first.  Connected to SPI.
+ * Inserts the row of a run of "kind" (profile may be NULL): with its start
+ * and caller as PwRunStart() watched them (watched now if not yet), and
+ * with counts (a finished run) or without (one under way).  Prunes runs
+ * past the retention and writes the failed runs queued first.  Returns the
+ * run_id.  Connected to SPI.
  */
-int64
-PwRunBegin(const char *kind, const char *profile)
+static int64
+PwRunInsert(const char *kind, const char *profile, StringInfo counts)
 {
-	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Oid			types[5] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	TimestampTz started;
+	const char *caller;
 	int64		run_id;
 
 	if (pw_run_retention_days > 0)
@@ -129,25 +134,52 @@ PwRunBegin(const char *kind, const char *profile)
 							 1, dtypes, dvalues, NULL, SPI_OK_DELETE);
 	}
 	PwRunFailuresFlush();
-	if (!PwRunWatching())
+	if (!PwRunWatched(&started, &caller))
+	{
 		PwRunStart(kind, profile);
+		(void) PwRunWatched(&started, &caller);
+	}
 	values[0] = CStringGetTextDatum(kind);
 	if (profile)
 		values[1] = CStringGetTextDatum(profile);
 	else
 		nulls[1] = 'n';
-	values[2] = CStringGetTextDatum(PwRunCaller());
-	(void) PwRunsExecute("INSERT INTO pw.runs (kind, profile, caller, pid)"
-						 " VALUES ($1, $2, $3, pg_catalog.pg_backend_pid()) RETURNING run_id",
-						 3, types, values, nulls, SPI_OK_INSERT_RETURNING);
+	values[2] = TimestampTzGetDatum(started);
+	values[3] = CStringGetTextDatum(caller);
+	if (counts)
+	{
+		appendStringInfoChar(counts, '}');
+		values[4] = CStringGetTextDatum(counts->data);
+	}
+	else
+		nulls[4] = 'n';
+	(void) PwRunsExecute("INSERT INTO pw.runs (kind, profile, started, finished, caller, pid, counts)"
+						 " VALUES ($1, $2, $3,"
+						 "         CASE WHEN $5 IS NOT NULL THEN pg_catalog.clock_timestamp() END,"
+						 "         $4, pg_catalog.pg_backend_pid(), coalesce($5::jsonb, '{}'))"
+						 " RETURNING run_id",
+						 5, types, values, nulls, SPI_OK_INSERT_RETURNING);
 	run_id = PwSpiGetInt64(0, RUN_COL_ID);
 	SPI_freetuptable(SPI_tuptable);
+	return run_id;
+}
+
+/*
+ * Records the start of a run of "kind" (profile may be NULL), to be ended
+ * by PwRunEnd(), and returns its run_id.  Connected to SPI.
+ */
+int64
+PwRunBegin(const char *kind, const char *profile)
+{
+	int64		run_id = PwRunInsert(kind, profile, NULL);
+
 	PwRunWatchId(run_id);
 	return run_id;
 }
 
 /*
  * Marks the start of a run of "kind" (profile may be NULL) in this backend:
+ * its start and caller for the row PwRunBegin() or PwRunRecord() writes;
  * if it fails before it is recorded, it is recorded as failed
  * (run_failures.c).  No SPI needed.
  */
@@ -158,20 +190,15 @@ PwRunStart(const char *kind, const char *profile)
 }
 
 /*
- * Records a whole run at its end: started is when it began.  Returns its
- * run_id.  Connected to SPI.
+ * Records a whole run at its end, in one row: started when PwRunStart() was
+ * called.  Returns its run_id.  Connected to SPI.
  */
 int64
-PwRunRecord(const char *kind, const char *profile, TimestampTz started,
-			StringInfo counts)
+PwRunRecord(const char *kind, const char *profile, StringInfo counts)
 {
-	int64		run_id = PwRunBegin(kind, profile);
-	Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		values[2] = {Int64GetDatum(run_id), TimestampTzGetDatum(started)};
+	int64		run_id = PwRunInsert(kind, profile, counts);
 
-	(void) PwRunsExecute("UPDATE pw.runs SET started = $2 WHERE run_id = $1",
-						 2, types, values, NULL, SPI_OK_UPDATE);
-	PwRunEnd(run_id, counts);
+	PwRunUnwatch();
 	return run_id;
 }
 

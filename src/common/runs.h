@@ -24,8 +24,7 @@
 extern void PwRunStart(const char *kind, const char *profile);
 extern int64 PwRunBegin(const char *kind, const char *profile);
 extern void PwRunEnd(int64 run_id, StringInfo counts);
-extern int64 PwRunRecord(const char *kind, const char *profile, TimestampTz started,
-						 StringInfo counts);
+extern int64 PwRunRecord(const char *kind, const char *profile, StringInfo counts);
 extern void PwRunAddCarriers(int64 run_id, Datum ids);
 
 extern void PwRunCountsInit(StringInfo counts);
@@ -42,7 +41,7 @@ extern void PwRunFailuresInit(void);
 extern void PwRunWatch(const char *kind, const char *profile, TimestampTz started,
 					   const char *caller, int64 run_id);
 extern void PwRunWatchId(int64 run_id);
-extern bool PwRunWatching(void);
+extern bool PwRunWatched(TimestampTz *started, const char **caller);
 extern void PwRunUnwatch(void);
 extern void PwRunFailuresFlush(void);
 

@@ -13,7 +13,6 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/timestamp.h"
 
 #include "common/pw_common.h"
 #include "common/runs.h"
@@ -39,7 +38,6 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	int64		changed;
 	int			nestlevel;
-	TimestampTz start = GetCurrentTimestamp();
 	StringInfoData counts;
 
 	args[0] = PG_GETARG_DATUM(0);
@@ -80,7 +78,7 @@ pw_confirm_deliveries(PG_FUNCTION_ARGS)
 					  DatumGetFloat8(DirectFunctionCall2(interval_part,
 														 CStringGetTextDatum("epoch"),
 														 args[0])));
-	(void) PwRunRecord(PW_RUN_CONFIRM, NULL, start, &counts);
+	(void) PwRunRecord(PW_RUN_CONFIRM, NULL, &counts);
 	PwScopeEnd(nestlevel);
 	SPI_finish();
 	PG_RETURN_INT64(changed);

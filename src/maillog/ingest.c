@@ -20,7 +20,6 @@
 
 #include <sys/stat.h>
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -122,7 +121,7 @@ RecordIngestRun(TupleDesc tupdesc, Datum result, const char *path)
 	PwRunCountsInit(&counts);
 	PwRunCountText(&counts, "path", path);
 	PwRunCountsFromRow(&counts, tupdesc, result);
-	(void) PwRunRecord(PW_RUN_INGEST, NULL, GetCurrentStatementStartTimestamp(), &counts);
+	(void) PwRunRecord(PW_RUN_INGEST, NULL, &counts);
 }
 
 /*

@@ -405,7 +405,7 @@ RunTagging(int max_domains, MxTagCounts *counts, MxTagProgress *progress)
 
 /* Records the tagging run in pw.runs with its counts. */
 static void
-RecordTaggingRun(TimestampTz start, int max_domains, const MxTagCounts *c)
+RecordTaggingRun(int max_domains, const MxTagCounts *c)
 {
 	StringInfoData counts;
 
@@ -418,7 +418,7 @@ RecordTaggingRun(TimestampTz start, int max_domains, const MxTagCounts *c)
 	PwRunCount(&counts, "failed", c->failed);
 	PwRunCount(&counts, "carriers_updated", c->carriers);
 	PwRunCountSeconds(&counts, "seconds", c->seconds);
-	(void) PwRunRecord(PW_RUN_MX_TAG, NULL, start, &counts);
+	(void) PwRunRecord(PW_RUN_MX_TAG, NULL, &counts);
 }
 
 /*
@@ -464,7 +464,7 @@ MxTagRun(int max_domains, bool background, MxTagCounts *counts)
 						 "SELECT * FROM pw.resolve_mx('gmail.com');")));
 	/* the background tagger's idle rounds are not runs */
 	if (!background || counts->looked_up > 0 || counts->carriers > 0)
-		RecordTaggingRun(start, max_domains, counts);
+		RecordTaggingRun(max_domains, counts);
 	else
 		PwRunUnwatch();
 }

@@ -16,6 +16,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     cc      record;
+    wanted  text;
     sent    text;
     cols    text;
     stmt    text;
@@ -36,13 +37,15 @@ BEGIN
     SELECT * INTO cc FROM pw.carriers_check();
     stmts := ARRAY[format('GRANT USAGE ON SCHEMA pw TO %I', role),
                    format('GRANT SELECT ON %s TO %I', config, role)];
+    -- the sent columns of the part's profiles: a campaign role's are the
+    -- campaign profiles', the others' the verification profiles' (those an
+    -- ingest's requeues clear)
+    wanted := CASE what WHEN 'campaign' THEN 'campaign' ELSE 'verification' END;
+    SELECT string_agg(DISTINCT quote_ident(p.sent_column), ', ') INTO sent
+      FROM pw.profiles p WHERE p.purpose = wanted;
     IF what IN ('campaign', 'verify_sender') THEN
-        SELECT string_agg(DISTINCT quote_ident(p.sent_column), ', ') INTO sent
-          FROM pw.profiles p
-         WHERE p.purpose = CASE what WHEN 'campaign' THEN 'campaign' ELSE 'verification' END;
         IF sent IS NULL THEN
-            RAISE EXCEPTION 'no % profile to grant', CASE what WHEN 'campaign' THEN 'campaign'
-                                                        ELSE 'verification' END
+            RAISE EXCEPTION 'no % profile to grant', wanted
                 USING ERRCODE = 'undefined_object', HINT = 'Profiles are the rows of pw.profiles.';
         END IF;
         cols := concat_ws(', ', cc.id_column, cc.email_column, cc.result_column, cc.mx_column, sent);
@@ -51,9 +54,6 @@ BEGIN
             format('GRANT SELECT ON pw.suppressions, pw.maillog_daily TO %I', role),
             format('GRANT EXECUTE ON FUNCTION pw.release_run(bigint) TO %I', role)];
     ELSIF what = 'ingest' THEN
-        -- the result column, and the verification sent columns requeues clear
-        SELECT string_agg(DISTINCT quote_ident(p.sent_column), ', ') INTO sent
-          FROM pw.profiles p WHERE p.purpose = 'verification';
         stmts := stmts || ARRAY[
             format('GRANT EXECUTE ON FUNCTION pw.read_maillog(text, bigint), pw.maillog_last_read(), '
                    'pw.ingest_maillog(text), pw.confirm_deliveries(interval), '
